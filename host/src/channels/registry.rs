@@ -1,0 +1,391 @@
+//! One app's channels on this node: who is subscribed, presence rosters, and fan-out.
+//!
+//! A std `RwLock` guards the map: nothing awaits while it is held, and publishing (the hot
+//! path) takes only the read side. Frames are queued to subscribers while the lock is held,
+//! which is what orders a subscriber's `subscription_succeeded` before any later event.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+
+use crate::conn::{Conn, Sent};
+use crate::protocol::ChannelName;
+
+/// A presence member as the roster keeps it: one entry per user, counting their sockets.
+#[derive(Debug, Clone)]
+struct Member {
+    /// `user_info` as raw JSON text (`null` when absent).
+    info: Arc<str>,
+    /// Sockets of this user in the channel; the member leaves when it reaches zero.
+    sockets: u32,
+}
+
+#[derive(Debug)]
+struct Channel {
+    name: ChannelName,
+    subscribers: HashMap<u64, Subscriber>,
+    /// Only presence channels have members.
+    members: HashMap<Arc<str>, Member>,
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    conn: Arc<Conn>,
+    /// The presence user this socket joined as.
+    user_id: Option<Arc<str>>,
+}
+
+/// A presence identity offered with a subscribe.
+#[derive(Debug, Clone)]
+pub struct PresenceJoin {
+    pub user_id: Arc<str>,
+    pub user_info: Arc<str>,
+}
+
+/// What a subscribe changed, for webhooks and counts.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Joined {
+    /// The channel had no subscriber on this node before.
+    pub occupied: bool,
+    /// A presence user joined who had no other socket in the channel.
+    pub member_added: bool,
+    /// The socket was already subscribed; nothing changed.
+    pub already: bool,
+    pub subscription_count: usize,
+}
+
+/// What an unsubscribe changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Left {
+    pub vacated: bool,
+    /// The presence user whose last socket left.
+    pub member_removed: Option<Arc<str>>,
+    pub subscription_count: usize,
+    /// The socket was not subscribed.
+    pub absent: bool,
+}
+
+/// Refusals decided under the lock.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    #[error("presence channel is full ({0} members)")]
+    PresenceFull(usize),
+}
+
+/// Counts for the HTTP API's channel queries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelStats {
+    pub subscription_count: usize,
+    /// Distinct presence users; zero for other kinds.
+    pub user_count: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    channels: RwLock<HashMap<Box<str>, Channel>>,
+}
+
+impl Registry {
+    /// Adds `conn` to `channel` and, with the lock still held, queues `on_joined(...)`'s frames
+    /// to it (subscription_succeeded), then broadcasts member_added to the others.
+    ///
+    /// `reply` is called with the roster snapshot (presence) so the reply frame reflects the
+    /// membership at the instant of joining.
+    pub fn subscribe(
+        &self,
+        channel: &ChannelName,
+        conn: &Arc<Conn>,
+        presence: Option<PresenceJoin>,
+        max_members: usize,
+        reply: impl FnOnce(Option<PresenceSnapshot<'_>>) -> Bytes,
+        member_added: impl FnOnce(&PresenceJoin) -> Bytes,
+    ) -> Result<Joined, JoinError> {
+        let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        let entry = map
+            .entry(channel.as_str().into())
+            .or_insert_with(|| Channel {
+                name: channel.clone(),
+                subscribers: HashMap::new(),
+                members: HashMap::new(),
+            });
+        if entry.subscribers.contains_key(&conn.id) {
+            let snapshot = presence.as_ref().map(|_| PresenceSnapshot(&entry.members));
+            conn.send(reply(snapshot));
+            return Ok(Joined {
+                already: true,
+                subscription_count: entry.subscribers.len(),
+                ..Joined::default()
+            });
+        }
+        if let Some(p) = &presence {
+            if !entry.members.contains_key(&p.user_id) && entry.members.len() >= max_members {
+                let empty = entry.subscribers.is_empty();
+                if empty {
+                    map.remove(channel.as_str());
+                }
+                return Err(JoinError::PresenceFull(max_members));
+            }
+        }
+        let occupied = entry.subscribers.is_empty();
+        let mut added = false;
+        if let Some(p) = &presence {
+            let m = entry.members.entry(p.user_id.clone()).or_insert_with(|| {
+                added = true;
+                Member {
+                    info: p.user_info.clone(),
+                    sockets: 0,
+                }
+            });
+            m.sockets += 1;
+        }
+        entry.subscribers.insert(
+            conn.id,
+            Subscriber {
+                conn: conn.clone(),
+                user_id: presence.as_ref().map(|p| p.user_id.clone()),
+            },
+        );
+        let snapshot = presence.as_ref().map(|_| PresenceSnapshot(&entry.members));
+        conn.send(reply(snapshot));
+        if added {
+            let frame = member_added(presence.as_ref().expect("added implies presence"));
+            broadcast(entry, &frame, Some(conn.id));
+        }
+        Ok(Joined {
+            occupied,
+            member_added: added,
+            already: false,
+            subscription_count: entry.subscribers.len(),
+        })
+    }
+
+    /// Removes `conn_id` from `channel`; broadcasts `member_removed(user)` when that user's
+    /// last socket left. Idempotent.
+    pub fn unsubscribe(
+        &self,
+        channel: &str,
+        conn_id: u64,
+        member_removed: impl FnOnce(&str) -> Bytes,
+    ) -> Left {
+        let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = map.get_mut(channel) else {
+            return Left {
+                absent: true,
+                ..Left::default()
+            };
+        };
+        let Some(sub) = entry.subscribers.remove(&conn_id) else {
+            return Left {
+                absent: true,
+                subscription_count: entry.subscribers.len(),
+                ..Left::default()
+            };
+        };
+        let mut removed = None;
+        if let Some(user) = sub.user_id {
+            if let Some(m) = entry.members.get_mut(&user) {
+                m.sockets -= 1;
+                if m.sockets == 0 {
+                    entry.members.remove(&user);
+                    broadcast(entry, &member_removed(&user), None);
+                    removed = Some(user);
+                }
+            }
+        }
+        let count = entry.subscribers.len();
+        if count == 0 {
+            map.remove(channel);
+        }
+        Left {
+            vacated: count == 0,
+            member_removed: removed,
+            subscription_count: count,
+            absent: false,
+        }
+    }
+
+    /// Queues `frame` to every subscriber of `channel` except `except`. Returns deliveries.
+    pub fn publish(&self, channel: &str, frame: &Bytes, except: Option<u64>) -> usize {
+        let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        match map.get(channel) {
+            Some(entry) => broadcast(entry, frame, except),
+            None => 0,
+        }
+    }
+
+    /// Whether `conn_id` is subscribed to `channel` (client events need it).
+    pub fn is_subscribed(&self, channel: &str, conn_id: u64) -> bool {
+        let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        map.get(channel)
+            .is_some_and(|c| c.subscribers.contains_key(&conn_id))
+    }
+
+    pub fn stats(&self, channel: &str) -> Option<ChannelStats> {
+        let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        map.get(channel).map(stats_of)
+    }
+
+    /// Occupied channels whose names start with `prefix`, with their counts.
+    pub fn list(&self, prefix: &str) -> Vec<(String, ChannelStats)> {
+        let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        map.values()
+            .filter(|c| c.name.as_str().starts_with(prefix))
+            .map(|c| (c.name.as_str().to_owned(), stats_of(c)))
+            .collect()
+    }
+
+    /// Distinct presence user ids in `channel`.
+    pub fn members(&self, channel: &str) -> Vec<String> {
+        let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        map.get(channel)
+            .map(|c| c.members.keys().map(|u| u.to_string()).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn stats_of(c: &Channel) -> ChannelStats {
+    ChannelStats {
+        subscription_count: c.subscribers.len(),
+        user_count: c.members.len(),
+    }
+}
+
+/// The fan-out loop: one refcount bump and one queue push per subscriber, nothing else.
+fn broadcast(channel: &Channel, frame: &Bytes, except: Option<u64>) -> usize {
+    let mut delivered = 0;
+    for (id, sub) in &channel.subscribers {
+        if Some(*id) == except {
+            continue;
+        }
+        if sub.conn.send(frame.clone()) == Sent::Queued {
+            delivered += 1;
+        }
+    }
+    delivered
+}
+
+/// A borrowed view of a presence roster, for building `subscription_succeeded`.
+pub struct PresenceSnapshot<'a>(&'a HashMap<Arc<str>, Member>);
+
+impl PresenceSnapshot<'_> {
+    /// `{"presence":{"ids":[..],"hash":{..},"count":n}}` as JSON text.
+    pub fn to_json(&self) -> String {
+        let mut ids = Vec::with_capacity(self.0.len());
+        let mut hash = serde_json::Map::with_capacity(self.0.len());
+        for (user, m) in self.0 {
+            ids.push(serde_json::Value::String(user.to_string()));
+            let info = serde_json::from_str(&m.info).unwrap_or(serde_json::Value::Null);
+            hash.insert(user.to_string(), info);
+        }
+        serde_json::json!({"presence": {"ids": ids, "hash": hash, "count": self.0.len()}})
+            .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> (Arc<Conn>, tokio::sync::mpsc::Receiver<Bytes>) {
+        let (c, rx) = Conn::new(1, 16);
+        (Arc::new(c), rx)
+    }
+
+    fn join(user: &str) -> Option<PresenceJoin> {
+        Some(PresenceJoin {
+            user_id: user.into(),
+            user_info: "null".into(),
+        })
+    }
+
+    fn drain(rx: &mut tokio::sync::mpsc::Receiver<Bytes>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            out.push(String::from_utf8_lossy(&b).into_owned());
+        }
+        out
+    }
+
+    #[test]
+    fn presence_counts_users_not_sockets() {
+        let reg = Registry::default();
+        let ch = ChannelName::parse("presence-room", 200).unwrap();
+        let (a1, mut ra1) = conn();
+        let (a2, _ra2) = conn();
+        let (b, mut rb) = conn();
+        let sub = |c: &Arc<Conn>, u: &str| {
+            reg.subscribe(
+                &ch,
+                c,
+                join(u),
+                100,
+                |_| Bytes::from_static(b"ok"),
+                |p| Bytes::from(format!("added {}", p.user_id)),
+            )
+            .unwrap()
+        };
+        assert!(sub(&a1, "a").member_added);
+        assert!(sub(&b, "b").member_added);
+        assert!(
+            !sub(&a2, "a").member_added,
+            "second socket of a user adds nobody"
+        );
+        assert_eq!(reg.stats("presence-room").unwrap().user_count, 2);
+        assert_eq!(drain(&mut ra1), vec!["ok", "added b"]);
+        assert_eq!(drain(&mut rb), vec!["ok"], "b does not hear its own join");
+
+        let gone =
+            |id: u64| reg.unsubscribe("presence-room", id, |u| Bytes::from(format!("removed {u}")));
+        assert_eq!(gone(a1.id).member_removed, None, "a still has a socket");
+        assert_eq!(gone(a2.id).member_removed.as_deref(), Some("a"));
+        assert_eq!(drain(&mut rb), vec!["removed a"]);
+        let left = gone(b.id);
+        assert!(left.vacated);
+        assert!(reg.stats("presence-room").is_none());
+        assert!(gone(b.id).absent, "unsubscribe is idempotent");
+    }
+
+    #[test]
+    fn member_limit_refuses_new_users_only() {
+        let reg = Registry::default();
+        let ch = ChannelName::parse("presence-x", 200).unwrap();
+        let (a, _r) = conn();
+        let (a2, _r2) = conn();
+        let (b, _rb) = conn();
+        let ok = |_: Option<PresenceSnapshot<'_>>| Bytes::new();
+        let added = |_: &PresenceJoin| Bytes::new();
+        reg.subscribe(&ch, &a, join("a"), 1, ok, added).unwrap();
+        reg.subscribe(&ch, &a2, join("a"), 1, ok, added).unwrap();
+        assert_eq!(
+            reg.subscribe(&ch, &b, join("b"), 1, ok, added),
+            Err(JoinError::PresenceFull(1))
+        );
+    }
+
+    #[test]
+    fn publish_skips_the_excluded_socket() {
+        let reg = Registry::default();
+        let ch = ChannelName::parse("news", 200).unwrap();
+        let (a, mut ra) = conn();
+        let (b, mut rb) = conn();
+        for c in [&a, &b] {
+            reg.subscribe(
+                &ch,
+                c,
+                None,
+                100,
+                |_| Bytes::from_static(b"ok"),
+                |_| Bytes::new(),
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            reg.publish("news", &Bytes::from_static(b"ev"), Some(a.id)),
+            1
+        );
+        assert_eq!(drain(&mut ra), vec!["ok"]);
+        assert_eq!(drain(&mut rb), vec!["ok", "ev"]);
+        assert_eq!(reg.publish("nobody", &Bytes::from_static(b"ev"), None), 0);
+    }
+}

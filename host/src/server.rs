@@ -1,0 +1,143 @@
+//! The listener: accepts TCP connections, serves HTTP/1.1 (API, health, metrics) and hands
+//! WebSocket upgrades to `ws`; shuts down gracefully on request.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::channels::Hub;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::{http_api, webhooks, ws};
+
+/// What every request handler shares.
+pub struct State {
+    pub config: Config,
+    pub hub: Hub,
+    /// Turns true when the server begins shutting down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// A bound server, not yet serving; lets callers learn the port before `run`.
+pub struct Server {
+    listener: TcpListener,
+    config: Config,
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> std::io::Result<Self> {
+        let addr = format!("{}:{}", config.server.host, config.server.port);
+        let listener = TcpListener::bind(&addr).await?;
+        Ok(Self { listener, config })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop` resolves, then stops accepting, closes every client with 4200,
+    /// flushes webhooks, and returns within the configured grace period.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+        let metrics = Arc::new(Metrics::default());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (hooks, hooks_task) = webhooks::spawn(
+            self.config.webhooks.clone(),
+            metrics.clone(),
+            shutdown_rx.clone(),
+        );
+        let node_id = rand::random::<u32>() >> 1;
+        let hub = Hub::new(&self.config.apps, node_id, metrics.clone(), hooks);
+        let grace = Duration::from_secs(self.config.server.shutdown_grace_secs);
+        let state = Arc::new(State {
+            config: self.config,
+            hub,
+            shutdown: shutdown_rx.clone(),
+        });
+        tracing::info!(addr = %self.listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), node_id, "switchyard listening");
+
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    match accepted {
+                        Ok((stream, _)) => spawn_connection(state.clone(), stream),
+                        Err(e) => {
+                            // Usually EMFILE: back off briefly instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+                _ = &mut stop => break,
+            }
+        }
+        drop(self.listener);
+        tracing::info!("shutting down: closing clients with 4200");
+        let _ = shutdown_tx.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        while metrics
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(state);
+        if tokio::time::timeout_at(deadline, hooks_task).await.is_err() {
+            tracing::warn!("webhook deliveries still pending at the end of the grace period");
+        }
+        tracing::info!("shutdown complete");
+    }
+}
+
+fn spawn_connection(state: Arc<State>, stream: tokio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
+    tokio::spawn(async move {
+        let io = TokioIo::new(stream);
+        let service = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(route(state, req).await) }
+        });
+        if let Err(e) = http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(io, service)
+            .with_upgrades()
+            .await
+        {
+            tracing::debug!(error = %e, "HTTP connection ended with an error");
+        }
+    });
+}
+
+async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if let Some(key) = path.strip_prefix("/app/") {
+        if req.method() == Method::GET {
+            let key = key.trim_end_matches('/').to_owned();
+            return ws::upgrade(state, &key, req);
+        }
+    }
+    match (req.method(), path) {
+        (&Method::GET, "/up") | (&Method::GET, "/") => {
+            http_api::json_response(StatusCode::OK, r#"{"ok":true,"adapter":"local"}"#.into())
+        }
+        (&Method::GET, "/metrics") => Response::builder()
+            .header(hyper::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+            .body(Full::new(Bytes::from(state.hub.metrics.render())))
+            .expect("static response parts are valid"),
+        _ if path.starts_with("/apps/") => http_api::handle(state, req).await,
+        _ => http_api::ApiError::NotFound("not found".into()).into_response(),
+    }
+}

@@ -1,0 +1,305 @@
+//! One task per WebSocket connection: reads and decodes client frames, drains the outbound
+//! queue into as few writes as possible, keeps the connection alive, and closes it cleanly.
+//!
+//! The loop keeps its futures pinned across iterations so that a delivery costs one wake-up
+//! and one vectored write, with no per-message allocation or lock.
+
+use std::io::{self, IoSlice};
+use std::ops::ControlFlow;
+use std::pin::pin;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, Instant};
+
+use super::frame::{self, Decoder, Message};
+use super::session::Session;
+use crate::metrics::Metrics;
+use crate::protocol::{messages, ErrorCode};
+
+/// Frames written in one vectored write at most.
+const MAX_BATCH: usize = 64;
+/// Read chunk; the stack buffer lives only inside the synchronous read step.
+const READ_CHUNK: usize = 8192;
+
+pub struct Timeouts {
+    pub activity: Duration,
+    pub pong: Duration,
+    /// Authorized-connections mode: close unauthenticated sockets after this long.
+    pub authorize: Option<Duration>,
+}
+
+enum Exit {
+    /// The peer went away or the socket failed; nothing more to send.
+    Gone,
+    /// Close with this code after flushing, sending `pusher:error` first for Pusher codes.
+    Close {
+        code: u16,
+        reason: String,
+        pusher_error: bool,
+    },
+}
+
+/// Runs the connection until it ends. `pre_read` holds bytes already read past the handshake.
+pub async fn run(
+    mut stream: TcpStream,
+    pre_read: Bytes,
+    mut session: Session,
+    mut rx: mpsc::Receiver<Bytes>,
+    mut shutdown: watch::Receiver<bool>,
+    timeouts: Timeouts,
+    max_message: usize,
+) {
+    let metrics = session.metrics();
+    let conn = session.conn.clone();
+    let mut decoder = Decoder::new(max_message);
+    let mut inbuf: Vec<u8> = pre_read.to_vec();
+    let mut batch: Vec<Bytes> = Vec::new();
+    let started = Instant::now();
+    let mut last_seen = started;
+    let mut ping_sent: Option<Instant> = None;
+
+    let mut close_req = pin!(conn.close_requested());
+    let mut stopping = pin!(async {
+        // The returned guard is not Send; drop it inside this future.
+        let _ = shutdown.wait_for(|s| *s).await.map(|_| ());
+    });
+    let first_deadline = match timeouts.authorize {
+        Some(limit) => (started + timeouts.activity).min(started + limit),
+        None => started + timeouts.activity,
+    };
+    let mut timer = pin!(sleep_until(first_deadline));
+
+    let exit = 'outer: loop {
+        if !inbuf.is_empty() {
+            if let ControlFlow::Break(exit) =
+                decode(&mut decoder, &mut inbuf, &mut session, &mut stream).await
+            {
+                break exit;
+            }
+        }
+        tokio::select! {
+            biased;
+            (code, reason) = &mut close_req => {
+                break Exit::Close { code: code.code(), reason, pusher_error: true };
+            }
+            _ = &mut stopping => {
+                break Exit::Close {
+                    code: ErrorCode::ReconnectImmediately.code(),
+                    reason: "server shutting down".into(),
+                    pusher_error: true,
+                };
+            }
+            first = rx.recv() => {
+                let Some(first) = first else { break Exit::Gone };
+                batch.push(first);
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(f) => batch.push(f),
+                        Err(_) => break,
+                    }
+                }
+                if write_batch(&mut stream, &mut batch, &metrics).await.is_err() {
+                    break Exit::Gone;
+                }
+            }
+            ready = stream.readable() => {
+                if ready.is_err() {
+                    break Exit::Gone;
+                }
+                match read_some(&stream, &mut inbuf) {
+                    Ok(0) => break Exit::Gone,
+                    Ok(_) => {
+                        last_seen = Instant::now();
+                        ping_sent = None;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => break Exit::Gone,
+                }
+            }
+            _ = &mut timer => {
+                let now = Instant::now();
+                if let Some(limit) = timeouts.authorize {
+                    if !session.authorized && now >= started + limit {
+                        break Exit::Close {
+                            code: ErrorCode::Unauthorized.code(),
+                            reason: "connection not authorized within the timeout".into(),
+                            pusher_error: true,
+                        };
+                    }
+                }
+                match ping_sent {
+                    Some(at) if now >= at + timeouts.pong => {
+                        break 'outer Exit::Close {
+                            code: ErrorCode::PongTimeout.code(),
+                            reason: "pong not received in time".into(),
+                            pusher_error: true,
+                        };
+                    }
+                    None if now >= last_seen + timeouts.activity => {
+                        ping_sent = Some(now);
+                        conn.send(frame::text(&messages::ping()));
+                    }
+                    _ => {}
+                }
+                // Re-arm lazily: reads only stamp `last_seen`, the timer catches up here.
+                let mut next = match ping_sent {
+                    Some(at) => at + timeouts.pong,
+                    None => last_seen + timeouts.activity,
+                };
+                if let Some(limit) = timeouts.authorize {
+                    if !session.authorized {
+                        next = next.min(started + limit);
+                    }
+                }
+                timer.as_mut().reset(next.max(now + Duration::from_millis(1)));
+            }
+        }
+        // Release a large read buffer once drained, so idle connections stay small.
+        if inbuf.is_empty() && inbuf.capacity() > READ_CHUNK {
+            inbuf = Vec::new();
+        }
+    };
+
+    session.cleanup();
+    if let Exit::Close {
+        code,
+        reason,
+        pusher_error,
+    } = exit
+    {
+        // What was queued before the close still goes out, then the error and the close.
+        while let Ok(f) = rx.try_recv() {
+            batch.push(f);
+        }
+        if pusher_error {
+            batch.push(frame::text(&messages::error(&reason, Some(code))));
+        }
+        batch.push(frame::close(code, &reason));
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            write_batch(&mut stream, &mut batch, &metrics),
+        )
+        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+    }
+    metrics.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Decodes buffered frames and handles each message; breaks when the connection must end.
+async fn decode(
+    decoder: &mut Decoder,
+    inbuf: &mut Vec<u8>,
+    session: &mut Session,
+    stream: &mut TcpStream,
+) -> ControlFlow<Exit> {
+    let mut exit = None;
+    let mut pongs: Vec<Bytes> = Vec::new();
+    let result = decoder.decode(inbuf, |msg| match msg {
+        Message::Text(text) => {
+            session.on_text(text);
+            ControlFlow::Continue(())
+        }
+        Message::Binary(_) => {
+            session.error(
+                "binary frames are not supported; send JSON text frames",
+                None,
+            );
+            ControlFlow::Continue(())
+        }
+        Message::Ping(payload) => {
+            pongs.push(frame::pong(payload));
+            ControlFlow::Continue(())
+        }
+        Message::Pong => ControlFlow::Continue(()),
+        Message::Close(code) => {
+            exit = Some(Exit::Close {
+                code: code
+                    .filter(|c| (1000..5000).contains(c) && *c != 1005 && *c != 1006)
+                    .unwrap_or(1000),
+                reason: String::new(),
+                pusher_error: false,
+            });
+            ControlFlow::Break(())
+        }
+    });
+    if let Err(e) = result {
+        return ControlFlow::Break(Exit::Close {
+            code: e.close_code(),
+            reason: e.to_string(),
+            pusher_error: false,
+        });
+    }
+    if let Some(exit) = exit {
+        return ControlFlow::Break(exit);
+    }
+    // Control-frame answers bypass the queue: they are tiny and must not count against it.
+    for p in &pongs {
+        if stream.write_all(p).await.is_err() {
+            return ControlFlow::Break(Exit::Gone);
+        }
+    }
+    ControlFlow::Continue(())
+}
+
+/// Reads what is available into `inbuf` through a stack buffer.
+fn read_some(stream: &TcpStream, inbuf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut chunk = [0u8; READ_CHUNK];
+    let mut total = 0;
+    loop {
+        match stream.try_read(&mut chunk) {
+            Ok(0) if total == 0 => return Ok(0),
+            Ok(0) => return Ok(total),
+            Ok(n) => {
+                inbuf.extend_from_slice(&chunk[..n]);
+                total += n;
+                if n < READ_CHUNK {
+                    return Ok(total);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && total > 0 => return Ok(total),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes every frame in `batch` with vectored writes (one syscall when the socket has room).
+async fn write_batch(
+    stream: &mut TcpStream,
+    batch: &mut Vec<Bytes>,
+    metrics: &Metrics,
+) -> io::Result<()> {
+    let total: usize = batch.iter().map(Bytes::len).sum();
+    let mut idx = 0;
+    let mut off = 0;
+    while idx < batch.len() {
+        let mut slices = [IoSlice::new(&[]); MAX_BATCH];
+        let mut n = 0;
+        for (i, f) in batch[idx..].iter().take(MAX_BATCH).enumerate() {
+            slices[i] = IoSlice::new(if i == 0 { &f[off..] } else { &f[..] });
+            n += 1;
+        }
+        let mut written = stream.write_vectored(&slices[..n]).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let left = batch[idx].len() - off;
+            if written >= left {
+                written -= left;
+                idx += 1;
+                off = 0;
+            } else {
+                off += written;
+                written = 0;
+            }
+        }
+    }
+    Metrics::add(&metrics.ws_bytes_out, total as u64);
+    batch.clear();
+    Ok(())
+}
