@@ -76,8 +76,10 @@ for (const [name, key, query, code] of [
 test('an app over its connection quota gets 4004; others keep working', async () => {
   const a = h.raw(srv.port, 'small-key');
   const b = h.raw(srv.port, 'small-key');
+  const b2 = h.raw(srv.port, 'small-key');
   await a.socketId();
   await b.socketId();
+  await b2.socketId();
   const c = h.raw(srv.port, 'small-key');
   assert.equal((await c.closed).code, 4004);
   a.send({ event: 'pusher:ping', data: {} });
@@ -89,6 +91,7 @@ test('an app over its connection quota gets 4004; others keep working', async ()
   await d.socketId();
   d.ws.close();
   b.ws.close();
+  b2.ws.close();
 });
 
 test('pusher-js stops reconnecting on an unknown key', async () => {

@@ -73,7 +73,7 @@ enabled = false
 id = "small"
 key = "small-key"
 secret = "small-secret"
-max_connections = 2
+max_connections = 3
 [apps.limits]
 max_presence_members = 2
 client_events_per_sec = 2
