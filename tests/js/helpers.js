@@ -157,6 +157,7 @@ function connected(p) {
   return new Promise((resolve, reject) => {
     if (p.connection.state === 'connected') return resolve(p.connection.socket_id);
     const t = setTimeout(() => reject(new Error(`not connected: ${p.connection.state}`)), 5000);
+    t.unref();
     p.connection.bind('connected', () => {
       clearTimeout(t);
       resolve(p.connection.socket_id);
@@ -168,6 +169,7 @@ function connected(p) {
 function once(target, event, ms = 5000) {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`timed out waiting for ${event}`)), ms);
+    t.unref();
     const cb = (data, meta) => {
       clearTimeout(t);
       target.unbind(event, cb);

@@ -85,6 +85,9 @@ pub async fn run(
         tokio::select! {
             biased;
             (code, reason) = &mut close_req => {
+                if code == ErrorCode::OverCapacity {
+                    Metrics::inc(&metrics.slow_consumers);
+                }
                 break Exit::Close { code: code.code(), reason, pusher_error: true };
             }
             _ = &mut stopping => {
@@ -103,8 +106,18 @@ pub async fn run(
                         Err(_) => break,
                     }
                 }
-                if write_batch(&mut stream, &mut batch, &metrics).await.is_err() {
-                    break Exit::Gone;
+                // A write only pends when the peer's window is full. If a close is requested
+                // meanwhile (a slow consumer overflowing its queue, say), drop the socket: the
+                // half-written frame leaves no clean way to send a close frame.
+                tokio::select! {
+                    biased;
+                    r = write_batch(&mut stream, &mut batch, &metrics) => if r.is_err() { break Exit::Gone },
+                    (code, _) = &mut close_req => {
+                        if code == ErrorCode::OverCapacity {
+                            Metrics::inc(&metrics.slow_consumers);
+                        }
+                        break Exit::Gone;
+                    }
                 }
             }
             ready = stream.readable() => {
@@ -185,7 +198,14 @@ pub async fn run(
             write_batch(&mut stream, &mut batch, &metrics),
         )
         .await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+        // Finish the closing handshake: half-close, then read until the peer's close frame and
+        // EOF arrive, so it sees an orderly close rather than a reset.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 512];
+            while matches!(tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
     }
     metrics.connections.fetch_sub(1, Ordering::Relaxed);
 }
