@@ -1,16 +1,31 @@
 //! The handle the rest of the server holds for one WebSocket connection: its ids and its
-//! bounded outbound queue. The connection's own task drains the queue (see `ws::connection`).
+//! bounded outbox. The connection's own task drains the outbox (see `ws::connection`).
+//!
+//! The outbox is a `Vec` behind a std `Mutex` (never held across an await), swapped whole with
+//! the task's write buffer, plus the task's waker. A delivery costs one uncontended lock and,
+//! only when the outbox was empty, one wake-up: cheaper than a general-purpose channel, and
+//! close requests ride on the same lock so the task polls one thing, not three.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Notify};
 
 use crate::protocol::ErrorCode;
 
 /// Process-wide connection counter; combined with the node id it forms the socket id.
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Debug, Default)]
+struct Outbox {
+    frames: Vec<Bytes>,
+    /// Set once when someone asks the connection to close; the first request wins.
+    close: Option<(ErrorCode, String)>,
+    /// The connection's task has ended; nothing will read the outbox again.
+    ended: bool,
+    waker: Option<Waker>,
+}
 
 /// A connection as seen by channels, presence and the HTTP API.
 #[derive(Debug)]
@@ -19,76 +34,180 @@ pub struct Conn {
     pub id: u64,
     /// `"{node}.{id}"`, the `socket_id` clients and SDKs see.
     pub socket_id: Box<str>,
-    tx: mpsc::Sender<Bytes>,
-    /// Set once when someone asks the connection to close; read by its task after `notify`.
-    close_request: Mutex<Option<(ErrorCode, String)>>,
-    notify: Notify,
+    capacity: usize,
+    outbox: Mutex<Outbox>,
 }
 
 /// What `Conn::send` did with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
     Queued,
-    /// The queue was full: the connection is being closed as a slow consumer.
+    /// The outbox was full: the connection is being closed as a slow consumer.
     Overflow,
     /// The connection's task has ended.
     Gone,
 }
 
+/// What the connection's task found in its outbox.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Work {
+    /// Frames were moved into the caller's buffer.
+    Frames,
+    /// A close was requested; frames queued before it are in the caller's buffer too.
+    Close(ErrorCode, String),
+}
+
 impl Conn {
-    /// Creates the handle and the receiving end its task drains.
-    pub fn new(node_id: u32, queue: usize) -> (Self, mpsc::Receiver<Bytes>) {
+    /// `capacity` bounds the frames waiting in the outbox.
+    pub fn new(node_id: u32, capacity: usize) -> Self {
         let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(queue);
-        let conn = Self {
+        Self {
             id,
             socket_id: format!("{node_id}.{id}").into(),
-            tx,
-            close_request: Mutex::new(None),
-            notify: Notify::new(),
-        };
-        (conn, rx)
+            capacity,
+            outbox: Mutex::new(Outbox::default()),
+        }
     }
 
-    /// Queues one pre-encoded frame without waiting. A full queue means the client cannot keep
+    fn lock(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        // Poisoning only follows a panic elsewhere; the outbox itself is still consistent.
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues one pre-encoded frame without waiting. A full outbox means the client cannot keep
     /// up: rather than grow memory, the connection is closed with 4100 so it backs off.
     pub fn send(&self, frame: Bytes) -> Sent {
-        match self.tx.try_send(frame) {
-            Ok(()) => Sent::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(
-                    ErrorCode::OverCapacity,
-                    "slow consumer: outbound queue full",
-                );
-                Sent::Overflow
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Sent::Gone,
+        let mut ob = self.lock();
+        if ob.ended {
+            return Sent::Gone;
         }
+        if ob.frames.len() >= self.capacity {
+            let wake = ob.close.is_none();
+            if wake {
+                ob.close = Some((
+                    ErrorCode::OverCapacity,
+                    "slow consumer: outbound queue full".into(),
+                ));
+            }
+            let waker = wake.then(|| ob.waker.take()).flatten();
+            drop(ob);
+            if let Some(w) = waker {
+                w.wake();
+            }
+            return Sent::Overflow;
+        }
+        ob.frames.push(frame);
+        // Only the empty → non-empty edge needs a wake-up; later frames ride along.
+        let waker = (ob.frames.len() == 1).then(|| ob.waker.take()).flatten();
+        drop(ob);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Sent::Queued
     }
 
     /// Asks the connection's task to send `pusher:error` and close with `code`. The first
     /// request wins; later ones are ignored.
     pub fn close(&self, code: ErrorCode, reason: &str) {
-        // Poisoning only follows a panic elsewhere; the request slot is still usable.
-        let mut slot = self.close_request.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            *slot = Some((code, reason.to_owned()));
-            self.notify.notify_one();
+        let mut ob = self.lock();
+        if ob.close.is_some() || ob.ended {
+            return;
+        }
+        ob.close = Some((code, reason.to_owned()));
+        let waker = ob.waker.take();
+        drop(ob);
+        if let Some(w) = waker {
+            w.wake();
         }
     }
 
-    /// Resolves when a close was requested, returning it.
-    pub async fn close_requested(&self) -> (ErrorCode, String) {
-        loop {
-            if let Some(req) = self
-                .close_request
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-            {
-                return req;
-            }
-            self.notify.notified().await;
+    /// For the connection's task: moves queued frames into `buf` (which must be empty) or
+    /// reports a close request; registers the task's waker when there is nothing to do.
+    pub fn poll_work(&self, cx: &mut Context<'_>, buf: &mut Vec<Bytes>) -> Poll<Work> {
+        let mut ob = self.lock();
+        if !ob.frames.is_empty() {
+            std::mem::swap(&mut ob.frames, buf);
         }
+        if let Some((code, reason)) = ob.close.clone() {
+            return Poll::Ready(Work::Close(code, reason));
+        }
+        if !buf.is_empty() {
+            return Poll::Ready(Work::Frames);
+        }
+        match &ob.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => ob.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// For the connection's task while a write is stalled: ready once a close is requested.
+    pub fn poll_close(&self, cx: &mut Context<'_>) -> Poll<(ErrorCode, String)> {
+        let mut ob = self.lock();
+        if let Some(req) = ob.close.clone() {
+            return Poll::Ready(req);
+        }
+        ob.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Test helper: takes what is queued without ending the connection.
+    #[cfg(test)]
+    pub fn take_frames(&self) -> Vec<Bytes> {
+        std::mem::take(&mut self.lock().frames)
+    }
+
+    /// Marks the task as gone and hands back anything still queued.
+    pub fn end(&self) -> Vec<Bytes> {
+        let mut ob = self.lock();
+        ob.ended = true;
+        ob.waker = None;
+        std::mem::take(&mut ob.frames)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    struct Count(AtomicU64);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn wakes_once_per_batch_and_closes_on_overflow() {
+        let conn = Conn::new(1, 3);
+        let count = Arc::new(Count(AtomicU64::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut buf = Vec::new();
+        assert_eq!(conn.poll_work(&mut cx, &mut buf), Poll::Pending);
+        for _ in 0..3 {
+            assert_eq!(conn.send(Bytes::from_static(b"f")), Sent::Queued);
+        }
+        assert_eq!(
+            count.0.load(Ordering::Relaxed),
+            1,
+            "one wake for three frames"
+        );
+        assert_eq!(conn.poll_work(&mut cx, &mut buf), Poll::Ready(Work::Frames));
+        assert_eq!(buf.len(), 3);
+        buf.clear();
+        for _ in 0..3 {
+            conn.send(Bytes::from_static(b"f"));
+        }
+        assert_eq!(conn.send(Bytes::from_static(b"f")), Sent::Overflow);
+        match conn.poll_work(&mut cx, &mut buf) {
+            Poll::Ready(Work::Close(code, _)) => assert_eq!(code, ErrorCode::OverCapacity),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(buf.len(), 3, "frames queued before the close still go out");
+        conn.end();
+        assert_eq!(conn.send(Bytes::from_static(b"f")), Sent::Gone);
     }
 }

@@ -20,7 +20,8 @@ pub struct Metrics {
     pub ws_messages_in: AtomicU64,
     /// Frames queued to clients (each delivery counts once).
     pub ws_messages_out: AtomicU64,
-    /// Bytes written to client sockets.
+    /// Bytes of fan-out frames queued to clients (counted once per publish, not per write,
+    /// to keep shared atomics off the per-delivery path).
     pub ws_bytes_out: AtomicU64,
     /// Client events accepted and relayed.
     pub client_events: AtomicU64,
@@ -102,7 +103,7 @@ impl Metrics {
             (
                 "switchyard_ws_bytes_sent_total",
                 "counter",
-                "Bytes written to client sockets",
+                "Bytes of fan-out frames queued to clients",
                 c(&self.ws_bytes_out),
             ),
             (

@@ -85,6 +85,10 @@ impl Server {
         drop(self.listener);
         tracing::info!("shutting down: closing clients with 4200");
         let _ = shutdown_tx.send(true);
+        state.hub.close_all(
+            crate::protocol::ErrorCode::ReconnectImmediately,
+            "server shutting down",
+        );
         let deadline = tokio::time::Instant::now() + grace;
         while metrics
             .connections

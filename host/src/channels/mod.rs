@@ -67,8 +67,14 @@ impl App {
             self.cache.put(channel.as_str(), frame.clone(), data);
         }
         let n = self.registry.publish(channel.as_str(), &frame, except);
-        Metrics::add(&self.metrics.ws_messages_out, n as u64);
+        self.count_out(n, frame.len());
         n
+    }
+
+    /// Counts `n` deliveries of a `len`-byte frame.
+    pub fn count_out(&self, n: usize, len: usize) {
+        Metrics::add(&self.metrics.ws_messages_out, n as u64);
+        Metrics::add(&self.metrics.ws_bytes_out, (n * len) as u64);
     }
 
     /// Subscribes `conn` (permissions already checked) and sends it `subscription_succeeded`,
@@ -179,10 +185,12 @@ impl App {
     }
 }
 
-/// All apps, looked up by id (HTTP API) or key (WebSocket path).
+/// All apps, looked up by id (HTTP API) or key (WebSocket path), and every open connection.
 pub struct Hub {
     by_id: HashMap<String, Arc<App>>,
     by_key: HashMap<String, Arc<App>>,
+    /// Every open connection, for shutdown. Touched only on connect and disconnect.
+    conns: std::sync::Mutex<HashMap<u64, Arc<Conn>>>,
     /// This node's id, the first half of every socket id.
     pub node_id: u32,
     pub metrics: Arc<Metrics>,
@@ -200,6 +208,7 @@ impl Hub {
         Self {
             by_id,
             by_key,
+            conns: std::sync::Mutex::new(HashMap::new()),
             node_id,
             metrics,
         }
@@ -211,6 +220,27 @@ impl Hub {
 
     pub fn by_key(&self, key: &str) -> Option<&Arc<App>> {
         self.by_key.get(key)
+    }
+
+    pub fn register(&self, conn: &Arc<Conn>) {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.insert(conn.id, conn.clone());
+    }
+
+    pub fn unregister(&self, conn_id: u64) {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.remove(&conn_id);
+    }
+
+    /// Asks every open connection to close with `code`.
+    pub fn close_all(&self, code: crate::protocol::ErrorCode, reason: &str) {
+        let conns: Vec<Arc<Conn>> = {
+            let map = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            map.values().cloned().collect()
+        };
+        for c in conns {
+            c.close(code, reason);
+        }
     }
 
     /// Maps a client-visible socket id to this node's connection id, if it is ours.

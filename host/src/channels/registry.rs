@@ -287,9 +287,10 @@ impl PresenceSnapshot<'_> {
 mod tests {
     use super::*;
 
-    fn conn() -> (Arc<Conn>, tokio::sync::mpsc::Receiver<Bytes>) {
-        let (c, rx) = Conn::new(1, 16);
-        (Arc::new(c), rx)
+    /// A connection and a handle to read what was queued to it.
+    fn conn() -> (Arc<Conn>, Arc<Conn>) {
+        let c = Arc::new(Conn::new(1, 16));
+        (c.clone(), c)
     }
 
     fn join(user: &str) -> Option<PresenceJoin> {
@@ -299,12 +300,11 @@ mod tests {
         })
     }
 
-    fn drain(rx: &mut tokio::sync::mpsc::Receiver<Bytes>) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Ok(b) = rx.try_recv() {
-            out.push(String::from_utf8_lossy(&b).into_owned());
-        }
-        out
+    fn drain(c: &mut Arc<Conn>) -> Vec<String> {
+        c.take_frames()
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect()
     }
 
     #[test]

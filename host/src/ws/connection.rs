@@ -1,28 +1,31 @@
-//! One task per WebSocket connection: reads and decodes client frames, drains the outbound
-//! queue into as few writes as possible, keeps the connection alive, and closes it cleanly.
+//! One task per WebSocket connection: reads and decodes client frames, drains the outbox
+//! into as few writes as possible, keeps the connection alive, and closes it cleanly.
 //!
-//! The loop keeps its futures pinned across iterations so that a delivery costs one wake-up
-//! and one vectored write, with no per-message allocation or lock.
+//! The task waits on one hand-written poll over its three sources (outbox, socket, timer), so
+//! a delivery costs one wake-up, one lock and one write, with no per-message allocation.
 
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::ops::ControlFlow;
 use std::pin::pin;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
 use super::frame::{self, Decoder, Message};
 use super::session::Session;
+use crate::conn::{Conn, Work};
 use crate::metrics::Metrics;
 use crate::protocol::{messages, ErrorCode};
 
 /// Frames written in one vectored write at most.
-const MAX_BATCH: usize = 64;
+const MAX_IOV: usize = 64;
 /// Read chunk; the stack buffer lives only inside the synchronous read step.
 const READ_CHUNK: usize = 8192;
 
@@ -44,13 +47,17 @@ enum Exit {
     },
 }
 
+enum Event {
+    Work(Work),
+    Readable(io::Result<()>),
+    Timer,
+}
+
 /// Runs the connection until it ends. `pre_read` holds bytes already read past the handshake.
 pub async fn run(
     mut stream: TcpStream,
     pre_read: Bytes,
     mut session: Session,
-    mut rx: mpsc::Receiver<Bytes>,
-    mut shutdown: watch::Receiver<bool>,
     timeouts: Timeouts,
     max_message: usize,
 ) {
@@ -62,79 +69,75 @@ pub async fn run(
     let started = Instant::now();
     let mut last_seen = started;
     let mut ping_sent: Option<Instant> = None;
-
-    let mut close_req = pin!(conn.close_requested());
-    let mut stopping = pin!(async {
-        // The returned guard is not Send; drop it inside this future.
-        let _ = shutdown.wait_for(|s| *s).await.map(|_| ());
-    });
     let first_deadline = match timeouts.authorize {
         Some(limit) => (started + timeouts.activity).min(started + limit),
         None => started + timeouts.activity,
     };
     let mut timer = pin!(sleep_until(first_deadline));
+    // Alternates which source is polled first, so neither a firehose nor a chatty client
+    // starves the other.
+    let mut reads_first = false;
 
-    let exit = 'outer: loop {
+    let exit = loop {
         if !inbuf.is_empty() {
             if let ControlFlow::Break(exit) =
                 decode(&mut decoder, &mut inbuf, &mut session, &mut stream).await
             {
                 break exit;
             }
+            // Release a large read buffer once drained, so idle connections stay small.
+            if inbuf.is_empty() && inbuf.capacity() > READ_CHUNK {
+                inbuf = Vec::new();
+            }
         }
-        tokio::select! {
-            biased;
-            (code, reason) = &mut close_req => {
+        reads_first = !reads_first;
+        let event = poll_fn(|cx| {
+            if reads_first {
+                if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+                    return Poll::Ready(Event::Readable(r));
+                }
+            }
+            if let Poll::Ready(w) = conn.poll_work(cx, &mut batch) {
+                return Poll::Ready(Event::Work(w));
+            }
+            if !reads_first {
+                if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+                    return Poll::Ready(Event::Readable(r));
+                }
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Timer);
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Work(Work::Frames) => {
+                if let Err(exit) = write_or_abort(&mut stream, &mut batch, &conn, &metrics).await {
+                    break exit;
+                }
+            }
+            Event::Work(Work::Close(code, reason)) => {
                 if code == ErrorCode::OverCapacity {
                     Metrics::inc(&metrics.slow_consumers);
                 }
-                break Exit::Close { code: code.code(), reason, pusher_error: true };
-            }
-            _ = &mut stopping => {
                 break Exit::Close {
-                    code: ErrorCode::ReconnectImmediately.code(),
-                    reason: "server shutting down".into(),
+                    code: code.code(),
+                    reason,
                     pusher_error: true,
                 };
             }
-            first = rx.recv() => {
-                let Some(first) = first else { break Exit::Gone };
-                batch.push(first);
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(f) => batch.push(f),
-                        Err(_) => break,
-                    }
+            Event::Readable(Err(_)) => break Exit::Gone,
+            Event::Readable(Ok(())) => match read_some(&stream, &mut inbuf) {
+                Ok(0) => break Exit::Gone,
+                Ok(_) => {
+                    last_seen = Instant::now();
+                    ping_sent = None;
                 }
-                // A write only pends when the peer's window is full. If a close is requested
-                // meanwhile (a slow consumer overflowing its queue, say), drop the socket: the
-                // half-written frame leaves no clean way to send a close frame.
-                tokio::select! {
-                    biased;
-                    r = write_batch(&mut stream, &mut batch, &metrics) => if r.is_err() { break Exit::Gone },
-                    (code, _) = &mut close_req => {
-                        if code == ErrorCode::OverCapacity {
-                            Metrics::inc(&metrics.slow_consumers);
-                        }
-                        break Exit::Gone;
-                    }
-                }
-            }
-            ready = stream.readable() => {
-                if ready.is_err() {
-                    break Exit::Gone;
-                }
-                match read_some(&stream, &mut inbuf) {
-                    Ok(0) => break Exit::Gone,
-                    Ok(_) => {
-                        last_seen = Instant::now();
-                        ping_sent = None;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(_) => break Exit::Gone,
-                }
-            }
-            _ = &mut timer => {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => break Exit::Gone,
+            },
+            Event::Timer => {
                 let now = Instant::now();
                 if let Some(limit) = timeouts.authorize {
                     if !session.authorized && now >= started + limit {
@@ -147,7 +150,7 @@ pub async fn run(
                 }
                 match ping_sent {
                     Some(at) if now >= at + timeouts.pong => {
-                        break 'outer Exit::Close {
+                        break Exit::Close {
                             code: ErrorCode::PongTimeout.code(),
                             reason: "pong not received in time".into(),
                             pusher_error: true,
@@ -169,45 +172,71 @@ pub async fn run(
                         next = next.min(started + limit);
                     }
                 }
-                timer.as_mut().reset(next.max(now + Duration::from_millis(1)));
+                timer
+                    .as_mut()
+                    .reset(next.max(now + Duration::from_millis(1)));
             }
-        }
-        // Release a large read buffer once drained, so idle connections stay small.
-        if inbuf.is_empty() && inbuf.capacity() > READ_CHUNK {
-            inbuf = Vec::new();
         }
     };
 
     session.cleanup();
+    // What was queued before the close still goes out, then the error and the close.
+    batch.extend(conn.end());
     if let Exit::Close {
         code,
         reason,
         pusher_error,
     } = exit
     {
-        // What was queued before the close still goes out, then the error and the close.
-        while let Ok(f) = rx.try_recv() {
-            batch.push(f);
-        }
         if pusher_error {
             batch.push(frame::text(&messages::error(&reason, Some(code))));
         }
         batch.push(frame::close(code, &reason));
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            write_batch(&mut stream, &mut batch, &metrics),
-        )
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), write_batch(&mut stream, &mut batch))
+            .await;
         // Finish the closing handshake: half-close, then read until the peer's close frame and
         // EOF arrive, so it sees an orderly close rather than a reset.
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             let _ = stream.shutdown().await;
             let mut sink = [0u8; 512];
-            while matches!(tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await, Ok(n) if n > 0) {}
+            while matches!(tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await, Ok(n) if n > 0)
+            {
+            }
         })
         .await;
     }
     metrics.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Writes the batch. A write only pends when the peer's window is full; if a close is
+/// requested meanwhile (a slow consumer overflowing its outbox, say) the socket is dropped:
+/// a half-written frame leaves no clean way to send a close frame.
+async fn write_or_abort(
+    stream: &mut TcpStream,
+    batch: &mut Vec<Bytes>,
+    conn: &Arc<Conn>,
+    metrics: &Metrics,
+) -> Result<(), Exit> {
+    let outcome = {
+        let mut write = pin!(write_batch(stream, batch));
+        poll_fn(|cx| {
+            if let Poll::Ready(r) = write.as_mut().poll(cx) {
+                return Poll::Ready(r.map_err(|_| Exit::Gone));
+            }
+            if let Poll::Ready((code, _)) = conn.poll_close(cx) {
+                if code == ErrorCode::OverCapacity {
+                    Metrics::inc(&metrics.slow_consumers);
+                }
+                return Poll::Ready(Err(Exit::Gone));
+            }
+            Poll::Pending
+        })
+        .await
+    };
+    if outcome.is_err() {
+        batch.clear();
+    }
+    outcome
 }
 
 /// Decodes buffered frames and handles each message; breaks when the connection must end.
@@ -257,7 +286,7 @@ async fn decode(
     if let Some(exit) = exit {
         return ControlFlow::Break(exit);
     }
-    // Control-frame answers bypass the queue: they are tiny and must not count against it.
+    // Control-frame answers bypass the outbox: they are tiny and must not count against it.
     for p in &pongs {
         if stream.write_all(p).await.is_err() {
             return ControlFlow::Break(Exit::Gone);
@@ -287,39 +316,38 @@ fn read_some(stream: &TcpStream, inbuf: &mut Vec<u8>) -> io::Result<usize> {
     }
 }
 
-/// Writes every frame in `batch` with vectored writes (one syscall when the socket has room).
-async fn write_batch(
-    stream: &mut TcpStream,
-    batch: &mut Vec<Bytes>,
-    metrics: &Metrics,
-) -> io::Result<()> {
-    let total: usize = batch.iter().map(Bytes::len).sum();
-    let mut idx = 0;
-    let mut off = 0;
-    while idx < batch.len() {
-        let mut slices = [IoSlice::new(&[]); MAX_BATCH];
-        let mut n = 0;
-        for (i, f) in batch[idx..].iter().take(MAX_BATCH).enumerate() {
-            slices[i] = IoSlice::new(if i == 0 { &f[off..] } else { &f[..] });
-            n += 1;
-        }
-        let mut written = stream.write_vectored(&slices[..n]).await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        while written > 0 {
-            let left = batch[idx].len() - off;
-            if written >= left {
-                written -= left;
-                idx += 1;
-                off = 0;
-            } else {
-                off += written;
-                written = 0;
+/// Writes every frame in `batch`: a plain write for one frame, vectored writes for several
+/// (one syscall when the socket has room). Leaves `batch` empty on success.
+async fn write_batch(stream: &mut TcpStream, batch: &mut Vec<Bytes>) -> io::Result<()> {
+    if let [single] = batch.as_slice() {
+        stream.write_all(single).await?;
+    } else {
+        let mut idx = 0;
+        let mut off = 0;
+        while idx < batch.len() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for (i, f) in batch[idx..].iter().take(MAX_IOV).enumerate() {
+                slices[i] = IoSlice::new(if i == 0 { &f[off..] } else { &f[..] });
+                n += 1;
+            }
+            let mut written = stream.write_vectored(&slices[..n]).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            while written > 0 {
+                let left = batch[idx].len() - off;
+                if written >= left {
+                    written -= left;
+                    idx += 1;
+                    off = 0;
+                } else {
+                    off += written;
+                    written = 0;
+                }
             }
         }
     }
-    Metrics::add(&metrics.ws_bytes_out, total as u64);
     batch.clear();
     Ok(())
 }

@@ -150,8 +150,7 @@ async fn start(
 ) {
     let cfg = &state.config.server;
     let metrics = state.hub.metrics.clone();
-    let (conn, rx) = Conn::new(state.hub.node_id, cfg.outbound_queue);
-    let conn = Arc::new(conn);
+    let conn = Arc::new(Conn::new(state.hub.node_id, cfg.outbound_queue));
     app.connections.fetch_add(1, Ordering::Relaxed);
     metrics.connections.fetch_add(1, Ordering::Relaxed);
     Metrics::inc(&metrics.connections_total);
@@ -159,6 +158,11 @@ async fn start(
         &conn.socket_id,
         cfg.activity_timeout_secs,
     )));
+    // Registered before the shutdown check, so a shutdown sweep cannot miss it.
+    state.hub.register(&conn);
+    if *state.shutdown.borrow() {
+        conn.close(ErrorCode::ReconnectImmediately, "server shutting down");
+    }
     let timeouts = connection::Timeouts {
         activity: Duration::from_secs(cfg.activity_timeout_secs),
         pong: Duration::from_secs(cfg.pong_timeout_secs),
@@ -167,17 +171,9 @@ async fn start(
             s => Some(Duration::from_secs(s)),
         },
     };
-    let session = session::Session::new(app, conn, metrics);
-    connection::run(
-        stream,
-        pre_read,
-        session,
-        rx,
-        state.shutdown.clone(),
-        timeouts,
-        cfg.max_message_bytes,
-    )
-    .await;
+    let session = session::Session::new(app, conn.clone(), metrics);
+    connection::run(stream, pre_read, session, timeouts, cfg.max_message_bytes).await;
+    state.hub.unregister(conn.id);
 }
 
 #[cfg(test)]

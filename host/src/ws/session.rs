@@ -294,7 +294,7 @@ impl Session {
             user_id.as_deref(),
         ));
         let n = self.app.registry.publish(channel, &f, Some(self.conn.id));
-        Metrics::add(&self.metrics.ws_messages_out, n as u64);
+        self.app.count_out(n, f.len());
         Metrics::inc(&self.metrics.client_events);
         let data_string =
             serde_json::from_str::<String>(data.get()).unwrap_or_else(|_| data.get().to_owned());
