@@ -113,15 +113,92 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdapterConfig {
-    /// Which adapter carries traffic between nodes. Only `local` (single node, no broker) exists
-    /// today; WebAssembly adapters are loaded by name from `plugins_dir`.
+    /// Which adapter carries traffic between nodes: `local` (single node, no broker, the
+    /// default) or the name of a WebAssembly component, loaded from `plugins_dir/<name>.wasm`.
     pub driver: String,
+    /// Folder holding adapter components. Default `plugins`.
+    pub plugins_dir: PathBuf,
+    /// Where compiled components are cached. Default `<plugins_dir>/.cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// Broker endpoints the adapter may connect to, as `host:port`. Nothing else is reachable.
+    pub allow: Vec<String>,
+    /// The adapter's own settings, handed to its `init` as JSON.
+    pub config: serde_json::Value,
+    pub limits: SandboxLimits,
+    pub restart: RestartPolicy,
 }
 
 impl Default for AdapterConfig {
     fn default() -> Self {
         Self {
             driver: "local".into(),
+            plugins_dir: PathBuf::from("plugins"),
+            cache_dir: None,
+            allow: Vec::new(),
+            config: serde_json::Value::Object(Default::default()),
+            limits: SandboxLimits::default(),
+            restart: RestartPolicy::default(),
+        }
+    }
+}
+
+/// The sandbox around each adapter instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxLimits {
+    /// Linear memory per instance, in bytes. Default 64 MiB.
+    pub memory_bytes: usize,
+    /// CPU time one guest call may take before it is interrupted, in milliseconds. Default 200.
+    pub call_deadline_ms: u64,
+    /// Open broker connections per instance. Default 16.
+    pub max_sockets: usize,
+    /// Live timers per instance. Default 256.
+    pub max_timers: usize,
+    /// Bytes the guest may hand the host in one call (a delivered payload, a send). Default 1 MiB.
+    pub max_call_bytes: usize,
+    /// Unsent bytes queued on one broker connection before `send` refuses. Default 16 MiB.
+    pub max_pending_output_bytes: usize,
+    /// Work items (publishes, I/O events) queued for the instance. Default 8192.
+    pub queue: usize,
+    /// Publishes sent to the guest in one `publish-batch` call at most. Default 256.
+    pub max_batch: usize,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            call_deadline_ms: 200,
+            max_sockets: 16,
+            max_timers: 256,
+            max_call_bytes: 1 << 20,
+            max_pending_output_bytes: 16 << 20,
+            queue: 8192,
+            max_batch: 256,
+        }
+    }
+}
+
+/// How a failing adapter is restarted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestartPolicy {
+    /// Failures within `window_secs` after which the adapter is marked failed. Default 5.
+    pub max_failures: usize,
+    pub window_secs: u64,
+    /// First restart delay in milliseconds, doubling up to `backoff_max_ms`. Default 100.
+    pub backoff_initial_ms: u64,
+    /// Default 5000.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            window_secs: 60,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 5000,
         }
     }
 }
@@ -387,10 +464,46 @@ impl Config {
                 "must be an IP address or localhost",
             ));
         }
-        if self.adapter.driver != "local" {
+        let a = &self.adapter;
+        if a.driver.is_empty()
+            || !a
+                .driver
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
             return Err(invalid(
                 "adapter.driver".into(),
-                "only \"local\" is available in this build",
+                "must be \"local\" or a plugin name of letters, digits, '-' and '_'",
+            ));
+        }
+        for (i, ep) in a.allow.iter().enumerate() {
+            let ok = ep
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                return Err(invalid(format!("adapter.allow[{i}]"), "must be host:port"));
+            }
+        }
+        let l = &a.limits;
+        let sandbox = [
+            ("memory_bytes", l.memory_bytes as u64),
+            ("call_deadline_ms", l.call_deadline_ms),
+            ("max_call_bytes", l.max_call_bytes as u64),
+            ("queue", l.queue as u64),
+            ("max_batch", l.max_batch as u64),
+        ];
+        for (key, v) in sandbox {
+            if v == 0 {
+                return Err(invalid(
+                    format!("adapter.limits.{key}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        if a.restart.max_failures == 0 {
+            return Err(invalid(
+                "adapter.restart.max_failures".into(),
+                "must be greater than 0",
             ));
         }
         let mut ids = HashSet::new();

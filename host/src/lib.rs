@@ -8,12 +8,16 @@
 //! - `http_api`: the Pusher REST API.
 //! - `webhooks`: batched, signed, retried webhook delivery.
 //! - `server`: the listener, routing and graceful shutdown.
+//! - `backplane`: the thin seam to whatever carries traffic between nodes.
+//! - `plugin`: the WebAssembly adapter runtime: loading, sandbox, supervision.
 
+pub mod backplane;
 pub mod channels;
 pub mod config;
 pub mod conn;
 pub mod http_api;
 pub mod metrics;
+pub mod plugin;
 pub mod protocol;
 pub mod server;
 pub mod webhooks;

@@ -17,10 +17,53 @@ struct Cli {
     /// TOML config file; without it the defaults apply (one app: app-id / app-key / app-secret).
     #[arg(long, short)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Work with adapter components.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum PluginAction {
+    /// Load and validate a component; print its contract version and the verdict.
+    Check { file: PathBuf },
+}
+
+/// `switchyard plugin check FILE`: exit 0 when the component is a usable adapter.
+fn plugin_check(file: &std::path::Path) -> anyhow::Result<()> {
+    let runtime = switchyard::plugin::Runtime::new(None)
+        .map_err(|e| anyhow::anyhow!("starting the WebAssembly runtime: {e}"))?;
+    match runtime.check(file) {
+        Ok(loaded) => {
+            println!(
+                "ok: {} implements switchyard:adapter@{}",
+                file.display(),
+                loaded.version
+            );
+            Ok(())
+        }
+        Err(e) => {
+            println!("bad: {e}");
+            std::process::exit(1);
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Plugin {
+        action: PluginAction::Check { file },
+    }) = &cli.command
+    {
+        return plugin_check(file);
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -37,7 +80,7 @@ fn main() -> anyhow::Result<()> {
         let server = Server::bind(config.clone())
             .await
             .with_context(|| format!("binding {}:{}", config.server.host, config.server.port))?;
-        server.run(shutdown_signal()).await;
+        server.run(shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::backplane::{Backplane, BackplaneStatus};
 use crate::channels::Hub;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -27,6 +28,37 @@ pub struct State {
     pub hub: Hub,
     /// Turns true when the server begins shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// The WebAssembly adapter, when one is configured.
+    pub adapter: Option<LoadedAdapter>,
+}
+
+/// A running adapter and its counters.
+pub struct LoadedAdapter {
+    pub name: String,
+    pub supervised: crate::plugin::Supervised,
+    pub metrics: Arc<crate::plugin::AdapterMetrics>,
+}
+
+impl State {
+    fn backplane_status(&self) -> BackplaneStatus {
+        self.adapter
+            .as_ref()
+            .map_or(BackplaneStatus::Local, |a| a.supervised.status())
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Adapter(#[from] crate::plugin::LoadError),
+    #[error("starting the WebAssembly runtime: {0}")]
+    Runtime(String),
 }
 
 /// A bound server, not yet serving; lets callers learn the port before `run`.
@@ -36,10 +68,36 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn bind(config: Config) -> std::io::Result<Self> {
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
         let addr = format!("{}:{}", config.server.host, config.server.port);
-        let listener = TcpListener::bind(&addr).await?;
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
         Ok(Self { listener, config })
+    }
+
+    /// Loads the configured adapter component, if any, before serving, so a bad plugin stops
+    /// start-up with a clear message rather than failing later.
+    fn start_adapter(config: &Config, node_id: u32) -> Result<Option<LoadedAdapter>, StartError> {
+        let a = &config.adapter;
+        if a.driver == "local" {
+            return Ok(None);
+        }
+        let cache = a
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| a.plugins_dir.join(".cache"));
+        let runtime = crate::plugin::Runtime::new(Some(cache))
+            .map_err(|e| StartError::Runtime(e.to_string()))?;
+        // Deliveries feed the cluster layer; until it consumes them they are counted and dropped.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(a.limits.queue);
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let (supervised, metrics) = runtime.start(a, &node_id.to_string(), tx)?;
+        Ok(Some(LoadedAdapter {
+            name: a.driver.clone(),
+            supervised,
+            metrics,
+        }))
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -48,7 +106,7 @@ impl Server {
 
     /// Serves until `stop` resolves, then stops accepting, closes every client with 4200,
     /// flushes webhooks, and returns within the configured grace period.
-    pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<(), StartError> {
         let metrics = Arc::new(Metrics::default());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (hooks, hooks_task) = webhooks::spawn(
@@ -59,10 +117,12 @@ impl Server {
         let node_id = rand::random::<u32>() >> 1;
         let hub = Hub::new(&self.config.apps, node_id, metrics.clone(), hooks);
         let grace = Duration::from_secs(self.config.server.shutdown_grace_secs);
+        let adapter = Self::start_adapter(&self.config, node_id)?;
         let state = Arc::new(State {
             config: self.config,
             hub,
             shutdown: shutdown_rx.clone(),
+            adapter,
         });
         tracing::info!(addr = %self.listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), node_id, "switchyard listening");
 
@@ -98,11 +158,15 @@ impl Server {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        if let Some(a) = &state.adapter {
+            a.supervised.stop();
+        }
         drop(state);
         if tokio::time::timeout_at(deadline, hooks_task).await.is_err() {
             tracing::warn!("webhook deliveries still pending at the end of the grace period");
         }
         tracing::info!("shutdown complete");
+        Ok(())
     }
 }
 
@@ -135,12 +199,33 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes
     }
     match (req.method(), path) {
         (&Method::GET, "/up") | (&Method::GET, "/") => {
-            http_api::json_response(StatusCode::OK, r#"{"ok":true,"adapter":"local"}"#.into())
+            // The node serves its local clients whatever the adapter does, so it is up; the
+            // body says how the backplane stands.
+            let status = state.backplane_status();
+            let detail = match &status {
+                BackplaneStatus::Restarting(why) | BackplaneStatus::Failed(why) => {
+                    Some(why.clone())
+                }
+                _ => None,
+            };
+            let body = serde_json::json!({
+                "ok": true,
+                "adapter": state.adapter.as_ref().map_or("local", |a| a.name.as_str()),
+                "adapter_state": status.label(),
+                "adapter_detail": detail,
+            });
+            http_api::json_response(StatusCode::OK, body.to_string())
         }
-        (&Method::GET, "/metrics") => Response::builder()
-            .header(hyper::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-            .body(Full::new(Bytes::from(state.hub.metrics.render())))
-            .expect("static response parts are valid"),
+        (&Method::GET, "/metrics") => {
+            let mut text = state.hub.metrics.render();
+            if let Some(a) = &state.adapter {
+                a.metrics.render(&a.name, &mut text);
+            }
+            Response::builder()
+                .header(hyper::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                .body(Full::new(Bytes::from(text)))
+                .expect("static response parts are valid")
+        }
         _ if path.starts_with("/apps/") => http_api::handle(state, req).await,
         _ => http_api::ApiError::NotFound("not found".into()).into_response(),
     }

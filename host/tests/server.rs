@@ -189,3 +189,59 @@ async fn metrics_count_connections_and_messages() {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_configured_adapter_is_loaded_and_reported_by_up_and_metrics() {
+    let guests = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../guest-adapters/target/wasm32-wasip2/release");
+    assert!(
+        guests.join("loopback.wasm").exists(),
+        "run scripts/build-guests first"
+    );
+    let cache = std::env::temp_dir().join(format!("switchyard-up-cache-{}", std::process::id()));
+    let srv = start_server(|c| {
+        c.adapter.driver = "loopback".into();
+        c.adapter.plugins_dir = guests.clone();
+        c.adapter.cache_dir = Some(cache.clone());
+    })
+    .await;
+    let mut state = String::new();
+    for _ in 0..200 {
+        let (s, body) = raw_http(
+            srv.addr,
+            b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(s, 200);
+        assert_eq!(body["adapter"], "loopback");
+        state = body["adapter_state"].as_str().unwrap().to_owned();
+        if state == "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(state, "running");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).await.unwrap();
+    assert!(
+        text.contains("switchyard_adapter_state{adapter=\"loopback\"} 2"),
+        "{text}"
+    );
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_adapter_stops_start_up_with_a_clear_error() {
+    let mut cfg = switchyard::config::Config::default();
+    cfg.server.port = 0;
+    cfg.adapter.driver = "no-such-adapter".into();
+    cfg.adapter.plugins_dir = std::env::temp_dir();
+    let server = switchyard::server::Server::bind(cfg).await.unwrap();
+    let err = server.run(std::future::pending()).await.unwrap_err();
+    assert!(err.to_string().contains("no-such-adapter.wasm"), "{err}");
+}

@@ -147,7 +147,7 @@ macro_rules! export_adapter {
                 }
             }
 
-            $crate::wit::export!(__SwitchyardAdapter with_types_in $crate::wit);
+    $crate::wit::export!(__SwitchyardAdapter with_types_in $crate::wit);
         };
     };
 }

@@ -19,7 +19,7 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub struct TestServer {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<()>,
+    done: tokio::task::JoinHandle<Result<(), switchyard::server::StartError>>,
 }
 
 impl TestServer {
@@ -29,7 +29,8 @@ impl TestServer {
         tokio::time::timeout(Duration::from_secs(10), &mut self.done)
             .await
             .expect("server stopped in time")
-            .expect("server task did not panic");
+            .expect("server task did not panic")
+            .expect("server ran");
     }
 }
 

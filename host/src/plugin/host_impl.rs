@@ -1,0 +1,336 @@
+//! The host side of the contract: what an adapter may ask for. Every request is checked
+//! against the sandbox (allow-list, socket and timer counts, bytes per call, pending output)
+//! and answered at once; the I/O itself runs on tokio and comes back as jobs.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use wasmtime::component::ResourceTable;
+use wasmtime::StoreLimits;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{HostError, HostImports, LogLevel, TypesHost};
+use super::instance::{IoEvent, Job};
+use super::sandbox::AllowList;
+use super::AdapterMetrics;
+use crate::config::SandboxLimits;
+
+/// A message the adapter received from the broker, handed to the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub topic: String,
+    pub payload: Bytes,
+}
+
+/// What one incarnation's store holds.
+pub struct StoreState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limits: StoreLimits,
+    pub host: HostState,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// What every incarnation of one adapter shares with the host.
+#[derive(Clone)]
+pub struct Shared {
+    pub name: Arc<str>,
+    pub node_id: Arc<str>,
+    pub allow: Arc<AllowList>,
+    pub limits: SandboxLimits,
+    pub rt: tokio::runtime::Handle,
+    pub deliveries: mpsc::Sender<Delivery>,
+    pub metrics: Arc<AdapterMetrics>,
+}
+
+struct Socket {
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    /// Bytes handed to `send` and not yet written; bounded by `max_pending_output_bytes`.
+    pending: Arc<AtomicUsize>,
+    task: AbortHandle,
+}
+
+/// The host-owned resources of one incarnation. Dropping it closes every socket and timer.
+pub struct HostState {
+    pub shared: Shared,
+    /// This incarnation's job queue, where I/O results go.
+    jobs: mpsc::Sender<Job>,
+    sockets: HashMap<u32, Socket>,
+    timers: HashMap<u32, AbortHandle>,
+    next_id: u32,
+}
+
+impl Drop for HostState {
+    fn drop(&mut self) {
+        for s in self.sockets.values() {
+            s.task.abort();
+        }
+        for t in self.timers.values() {
+            t.abort();
+        }
+    }
+}
+
+impl HostState {
+    pub fn new(shared: Shared, jobs: mpsc::Sender<Job>) -> Self {
+        Self {
+            shared,
+            jobs,
+            sockets: HashMap::new(),
+            timers: HashMap::new(),
+            next_id: 1,
+        }
+    }
+
+    fn next(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        id
+    }
+
+    /// Whether an I/O event is still wanted: its socket or timer is live. Forgets a socket on
+    /// `Closed` and a timer on `Timer`, so each reaches the guest at most once.
+    pub fn accept_event(&mut self, ev: &IoEvent) -> bool {
+        match ev {
+            IoEvent::Connected(id) | IoEvent::Data(id, _) => self.sockets.contains_key(id),
+            IoEvent::Closed(id, _) => self.sockets.remove(id).is_some(),
+            IoEvent::Timer(id) => self.timers.remove(id).is_some(),
+        }
+    }
+
+    fn check_size(&self, n: usize) -> Result<(), HostError> {
+        let max = self.shared.limits.max_call_bytes;
+        if n > max {
+            return Err(HostError::Limit(format!(
+                "{n} bytes in one call; the limit is {max}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Opens the connection, then pumps bytes both ways until either side ends.
+async fn run_socket(
+    id: u32,
+    host: String,
+    port: u16,
+    mut out: mpsc::UnboundedReceiver<Vec<u8>>,
+    pending: Arc<AtomicUsize>,
+    jobs: mpsc::Sender<Job>,
+) {
+    let connect = async {
+        let addrs = tokio::net::lookup_host((host.as_str(), port)).await?;
+        let mut last = std::io::Error::other("name resolved to no address");
+        for addr in addrs {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    };
+    let stream = match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let _ = jobs
+                .send(Job::Io(IoEvent::Closed(id, format!("connect failed: {e}"))))
+                .await;
+            return;
+        }
+        Err(_) => {
+            let _ = jobs
+                .send(Job::Io(IoEvent::Closed(id, "connect timed out".into())))
+                .await;
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    if jobs.send(Job::Io(IoEvent::Connected(id))).await.is_err() {
+        return;
+    }
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = async {
+        while let Some(buf) = out.recv().await {
+            wr.write_all(&buf).await?;
+            pending.fetch_sub(buf.len(), Ordering::Relaxed);
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let reader = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = rd.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>("closed by peer".to_string());
+            }
+            // Awaiting here is the backpressure: a slow guest slows reads from the broker.
+            if jobs
+                .send(Job::Io(IoEvent::Data(id, buf[..n].to_vec())))
+                .await
+                .is_err()
+            {
+                return Ok("incarnation gone".into());
+            }
+        }
+    };
+    let reason = tokio::select! {
+        r = writer => match r { Ok(()) => "closed".to_string(), Err(e) => format!("write failed: {e}") },
+        r = reader => match r { Ok(why) => why, Err(e) => format!("read failed: {e}") },
+    };
+    let _ = jobs.send(Job::Io(IoEvent::Closed(id, reason))).await;
+}
+
+impl TypesHost for StoreState {}
+
+impl HostImports for StoreState {
+    fn connect(&mut self, host: String, port: u16, tls: bool) -> Result<u32, HostError> {
+        let h = &mut self.host;
+        if tls {
+            return Err(HostError::NotAllowed(
+                "TLS connections are not supported by this host yet".into(),
+            ));
+        }
+        if !h.shared.allow.permits(&host, port) {
+            h.shared
+                .metrics
+                .refused_connects
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(HostError::NotAllowed(format!(
+                "{host}:{port} is not in adapter.allow"
+            )));
+        }
+        let max = h.shared.limits.max_sockets;
+        if h.sockets.len() >= max {
+            return Err(HostError::Limit(format!("at most {max} open connections")));
+        }
+        let id = h.next();
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let task = h
+            .shared
+            .rt
+            .spawn(run_socket(
+                id,
+                host,
+                port,
+                out_rx,
+                pending.clone(),
+                h.jobs.clone(),
+            ))
+            .abort_handle();
+        h.sockets.insert(id, Socket { out, pending, task });
+        Ok(id)
+    }
+
+    fn send(&mut self, conn: u32, bytes: Vec<u8>) -> Result<(), HostError> {
+        self.host.check_size(bytes.len())?;
+        let max = self.host.shared.limits.max_pending_output_bytes;
+        let sock = self
+            .host
+            .sockets
+            .get(&conn)
+            .ok_or(HostError::UnknownHandle)?;
+        let now = sock.pending.load(Ordering::Relaxed);
+        if now + bytes.len() > max {
+            return Err(HostError::Limit(format!(
+                "{now} bytes already pending on this connection"
+            )));
+        }
+        sock.pending.fetch_add(bytes.len(), Ordering::Relaxed);
+        sock.out.send(bytes).map_err(|_| HostError::UnknownHandle)
+    }
+
+    fn close(&mut self, conn: u32) {
+        if let Some(s) = self.host.sockets.remove(&conn) {
+            s.task.abort();
+        }
+    }
+
+    fn set_timer(&mut self, after_ms: u64) -> Result<u32, HostError> {
+        let h = &mut self.host;
+        let max = h.shared.limits.max_timers;
+        if h.timers.len() >= max {
+            return Err(HostError::Limit(format!("at most {max} live timers")));
+        }
+        let id = h.next();
+        let jobs = h.jobs.clone();
+        // Clamp: a guest-chosen delay must not overflow the timer wheel.
+        let after = Duration::from_millis(after_ms.min(86_400_000));
+        let task = h
+            .shared
+            .rt
+            .spawn(async move {
+                tokio::time::sleep(after).await;
+                let _ = jobs.send(Job::Io(IoEvent::Timer(id))).await;
+            })
+            .abort_handle();
+        h.timers.insert(id, task);
+        Ok(id)
+    }
+
+    fn cancel_timer(&mut self, timer: u32) {
+        if let Some(t) = self.host.timers.remove(&timer) {
+            t.abort();
+        }
+    }
+
+    fn deliver(&mut self, topic: String, payload: Vec<u8>) -> Result<(), HostError> {
+        self.host.check_size(payload.len() + topic.len())?;
+        let m = &self.host.shared.metrics;
+        let d = Delivery {
+            topic,
+            payload: Bytes::from(payload),
+        };
+        match self.host.shared.deliveries.try_send(d) {
+            Ok(()) => {
+                m.deliveries.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(_) => {
+                m.deliveries_dropped.fetch_add(1, Ordering::Relaxed);
+                Err(HostError::Limit("the host's delivery queue is full".into()))
+            }
+        }
+    }
+
+    fn log(&mut self, level: LogLevel, message: String) {
+        // Guest input is hostile: cap what reaches the log.
+        let mut end = message.len().min(2048);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let msg = &message[..end];
+        let name = &*self.host.shared.name;
+        match level {
+            LogLevel::Trace => tracing::trace!(adapter = name, "{msg}"),
+            LogLevel::Debug => tracing::debug!(adapter = name, "{msg}"),
+            LogLevel::Info => tracing::info!(adapter = name, "{msg}"),
+            LogLevel::Warn => tracing::warn!(adapter = name, "{msg}"),
+            LogLevel::Error => tracing::error!(adapter = name, "{msg}"),
+        }
+    }
+
+    fn node_id(&mut self) -> String {
+        self.host.shared.node_id.to_string()
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}

@@ -1,0 +1,204 @@
+//! One incarnation of an adapter: an OS thread that owns the `Store` and takes work from a
+//! bounded queue. A dedicated thread because sync WASI must not run on a tokio worker, and
+//! because a guest call, however short, should never stall the server's async tasks.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use wasmtime::component::ResourceTable;
+use wasmtime::Store;
+
+use super::bindings::{AdapterError, BackplaneAdapterPre, HealthStatus, Message};
+use super::error::Failure;
+use super::host_impl::{HostState, Shared, StoreState};
+use super::sandbox;
+
+/// Work for an incarnation.
+pub enum Job {
+    Publish(String, Bytes),
+    Subscribe(String),
+    Unsubscribe(String),
+    Io(IoEvent),
+    Health(oneshot::Sender<HealthStatus>),
+    /// Call `shutdown` and end.
+    Shutdown,
+}
+
+/// Results of host-owned I/O, delivered to the guest's callbacks.
+#[derive(Debug)]
+pub enum IoEvent {
+    Connected(u32),
+    Data(u32, Vec<u8>),
+    Closed(u32, String),
+    Timer(u32),
+}
+
+/// How an incarnation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Shut down on request.
+    Stopped,
+    Failed(Failure),
+}
+
+/// A running incarnation, as its supervisor sees it.
+pub struct Incarnation {
+    pub jobs: mpsc::Sender<Job>,
+    /// Resolves once `init` succeeded or failed.
+    pub ready: oneshot::Receiver<Result<(), Failure>>,
+    /// Resolves when the thread ends.
+    pub exit: oneshot::Receiver<Exit>,
+}
+
+pub fn spawn(
+    pre: BackplaneAdapterPre<StoreState>,
+    shared: Shared,
+    config_json: String,
+) -> Incarnation {
+    let (jobs_tx, jobs_rx) = mpsc::channel(shared.limits.queue);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (exit_tx, exit_rx) = oneshot::channel();
+    let name = format!("adapter-{}", shared.name);
+    let io_jobs = jobs_tx.clone();
+    let spawned = std::thread::Builder::new().name(name).spawn(move || {
+        let exit = run(pre, shared, config_json, io_jobs, jobs_rx, ready_tx);
+        let _ = exit_tx.send(exit);
+    });
+    if let Err(e) = spawned {
+        // The closures were dropped with the failed spawn, so both receivers report it.
+        tracing::error!(error = %e, "could not start an adapter thread");
+    }
+    Incarnation {
+        jobs: jobs_tx,
+        ready: ready_rx,
+        exit: exit_rx,
+    }
+}
+
+fn run(
+    pre: BackplaneAdapterPre<StoreState>,
+    shared: Shared,
+    config_json: String,
+    io_jobs: mpsc::Sender<Job>,
+    mut jobs: mpsc::Receiver<Job>,
+    ready: oneshot::Sender<Result<(), Failure>>,
+) -> Exit {
+    let limits = shared.limits.clone();
+    let metrics = shared.metrics.clone();
+    let engine = pre.engine().clone();
+    let mut store = Store::new(
+        &engine,
+        StoreState {
+            wasi: sandbox::wasi_ctx(),
+            table: ResourceTable::new(),
+            limits: sandbox::store_limits(&limits),
+            host: HostState::new(shared, io_jobs),
+        },
+    );
+    store.limiter(|s| &mut s.limits);
+    let ticks = sandbox::deadline_ticks(&limits);
+    // Deadlines are relative to when they are set: arm before every call.
+    store.set_epoch_deadline(ticks);
+    let bindings = match pre.instantiate(&mut store) {
+        Ok(b) => b,
+        Err(e) => {
+            let f = Failure::Instantiate(e.to_string());
+            let _ = ready.send(Err(f.clone()));
+            return Exit::Failed(f);
+        }
+    };
+    let api = bindings.switchyard_adapter_adapter();
+    store.set_epoch_deadline(ticks);
+    let init = match api.call_init(&mut store, &config_json, None) {
+        Err(e) => Err(Failure::from_call(&e)),
+        Ok(Err(AdapterError::InvalidConfig(m))) => Err(Failure::InvalidConfig(m)),
+        Ok(Err(other)) => Err(Failure::Init(describe(&other))),
+        Ok(Ok(())) => Ok(()),
+    };
+    if let Err(f) = init {
+        let _ = ready.send(Err(f.clone()));
+        return Exit::Failed(f);
+    }
+    let _ = ready.send(Ok(()));
+
+    let mut held: Option<Job> = None;
+    loop {
+        let Some(job) = held.take().or_else(|| jobs.blocking_recv()) else {
+            return Exit::Stopped;
+        };
+        store.set_epoch_deadline(ticks);
+        let outcome = match job {
+            Job::Publish(topic, payload) => {
+                let mut batch = vec![Message {
+                    topic,
+                    payload: payload.to_vec(),
+                }];
+                // Publishes that queued up go to the guest in one call.
+                while batch.len() < limits.max_batch {
+                    match jobs.try_recv() {
+                        Ok(Job::Publish(t, p)) => batch.push(Message {
+                            topic: t,
+                            payload: p.to_vec(),
+                        }),
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                metrics
+                    .publishes
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                if batch.len() == 1 {
+                    let m = &batch[0];
+                    api.call_publish(&mut store, &m.topic, &m.payload)
+                } else {
+                    api.call_publish_batch(&mut store, &batch)
+                }
+            }
+            Job::Subscribe(t) => api.call_subscribe(&mut store, &t),
+            Job::Unsubscribe(t) => api.call_unsubscribe(&mut store, &t),
+            Job::Io(ev) => {
+                if !store.data_mut().host.accept_event(&ev) {
+                    continue;
+                }
+                match ev {
+                    IoEvent::Connected(c) => api.call_on_connected(&mut store, c),
+                    IoEvent::Data(c, d) => api.call_on_data(&mut store, c, &d),
+                    IoEvent::Closed(c, why) => api.call_on_closed(&mut store, c, &why),
+                    IoEvent::Timer(t) => api.call_on_timer(&mut store, t),
+                }
+                .map(Ok)
+            }
+            Job::Health(reply) => match api.call_health(&mut store) {
+                Ok(h) => {
+                    let _ = reply.send(h);
+                    Ok(Ok(()))
+                }
+                Err(e) => Err(e),
+            },
+            Job::Shutdown => {
+                let _ = api.call_shutdown(&mut store);
+                return Exit::Stopped;
+            }
+        };
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                metrics.adapter_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %describe(&e), "adapter call returned an error");
+            }
+            Err(e) => return Exit::Failed(Failure::from_call(&e)),
+        }
+    }
+}
+
+fn describe(e: &AdapterError) -> String {
+    match e {
+        AdapterError::InvalidConfig(m) => format!("invalid config: {m}"),
+        AdapterError::Unavailable(m) => format!("unavailable: {m}"),
+        AdapterError::Other(m) => m.clone(),
+    }
+}

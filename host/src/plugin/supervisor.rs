@@ -1,0 +1,234 @@
+//! Keeps one adapter running: starts incarnations, replays the node's subscriptions into
+//! each, restarts after a trap or deadline with backoff, and gives up (marking the adapter
+//! failed) after too many failures in a window. Local service never depends on it.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::bindings::{BackplaneAdapterPre, HealthStatus};
+use super::error::Failure;
+use super::host_impl::{Shared, StoreState};
+use super::instance::{self, Exit, Job};
+use crate::backplane::{Backplane, BackplaneStatus};
+use crate::config::RestartPolicy;
+
+/// The handle the node holds: publish, subscribe, and read the status.
+#[derive(Clone)]
+pub struct Supervised {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Shared,
+    /// The live incarnation's queue; `None` while (re)starting or failed.
+    current: RwLock<Option<mpsc::Sender<Job>>>,
+    /// Every topic the node wants, replayed into each new incarnation.
+    subscriptions: Mutex<BTreeSet<String>>,
+    status: Mutex<BackplaneStatus>,
+    stop: Notify,
+}
+
+impl Supervised {
+    /// Starts supervising; returns at once. The first incarnation starts in the background.
+    pub fn start(
+        pre: BackplaneAdapterPre<StoreState>,
+        shared: Shared,
+        config_json: String,
+        policy: RestartPolicy,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let inner = Arc::new(Inner {
+            shared,
+            current: RwLock::new(None),
+            subscriptions: Mutex::new(BTreeSet::new()),
+            status: Mutex::new(BackplaneStatus::Starting),
+            stop: Notify::new(),
+        });
+        let task = tokio::spawn(supervise(inner.clone(), pre, config_json, policy));
+        (Self { inner }, task)
+    }
+
+    fn send(&self, job: Job) -> bool {
+        let current = self.inner.current.read().unwrap_or_else(|e| e.into_inner());
+        match current.as_ref() {
+            Some(tx) => tx.try_send(job).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Asks the adapter for its health; `None` when no incarnation answers in time.
+    pub async fn health(&self) -> Option<HealthStatus> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Job::Health(tx)) {
+            return None;
+        }
+        tokio::time::timeout(Duration::from_secs(1), rx)
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Shuts the live incarnation down and stops supervising.
+    pub fn stop(&self) {
+        self.inner.stop.notify_one();
+    }
+}
+
+fn set_status(inner: &Inner, s: BackplaneStatus) {
+    inner
+        .shared
+        .metrics
+        .state
+        .store(s.code(), Ordering::Relaxed);
+    *inner.status.lock().unwrap_or_else(|e| e.into_inner()) = s;
+}
+
+impl Backplane for Supervised {
+    fn publish(&self, topic: &str, payload: Bytes) {
+        if !self.send(Job::Publish(topic.to_owned(), payload)) {
+            // Nothing blocks the caller: with no live incarnation or a full queue the message
+            // is lost, and counted.
+            self.inner
+                .shared
+                .metrics
+                .publish_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn subscribe(&self, topic: &str) {
+        let fresh = self
+            .inner
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(topic.to_owned());
+        if fresh {
+            // Dropped when restarting: the replay covers it.
+            self.send(Job::Subscribe(topic.to_owned()));
+        }
+    }
+
+    fn unsubscribe(&self, topic: &str) {
+        let was = self
+            .inner
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(topic);
+        if was {
+            self.send(Job::Unsubscribe(topic.to_owned()));
+        }
+    }
+
+    fn status(&self) -> BackplaneStatus {
+        self.inner
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+async fn supervise(
+    inner: Arc<Inner>,
+    pre: BackplaneAdapterPre<StoreState>,
+    config_json: String,
+    policy: RestartPolicy,
+) {
+    let window = Duration::from_secs(policy.window_secs);
+    let mut failures: VecDeque<Instant> = VecDeque::new();
+    let mut backoff = Duration::from_millis(policy.backoff_initial_ms);
+    let name = inner.shared.name.clone();
+    loop {
+        let inc = instance::spawn(pre.clone(), inner.shared.clone(), config_json.clone());
+        let ready = tokio::select! {
+            r = inc.ready => r.unwrap_or_else(|_| Err(Failure::Instantiate("the adapter thread ended during start".into()))),
+            _ = inner.stop.notified() => {
+                let _ = inc.jobs.send(Job::Shutdown).await;
+                set_status(&inner, BackplaneStatus::Stopped);
+                return;
+            }
+        };
+        let failure = match ready {
+            Ok(()) => {
+                // Replay before publishing traffic reaches the incarnation; subscribe is
+                // idempotent, so a racing subscribe from the node does no harm.
+                let topics: Vec<String> = inner
+                    .subscriptions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .cloned()
+                    .collect();
+                for t in topics {
+                    if inc.jobs.send(Job::Subscribe(t)).await.is_err() {
+                        break;
+                    }
+                }
+                *inner.current.write().unwrap_or_else(|e| e.into_inner()) = Some(inc.jobs.clone());
+                set_status(&inner, BackplaneStatus::Running);
+                tracing::info!(adapter = %name, "adapter running");
+                let exit = tokio::select! {
+                    e = inc.exit => e.unwrap_or(Exit::Failed(Failure::Trap("the adapter thread panicked".into()))),
+                    _ = inner.stop.notified() => {
+                        *inner.current.write().unwrap_or_else(|e| e.into_inner()) = None;
+                        let _ = inc.jobs.send(Job::Shutdown).await;
+                        set_status(&inner, BackplaneStatus::Stopped);
+                        return;
+                    }
+                };
+                *inner.current.write().unwrap_or_else(|e| e.into_inner()) = None;
+                match exit {
+                    Exit::Stopped => {
+                        set_status(&inner, BackplaneStatus::Stopped);
+                        return;
+                    }
+                    Exit::Failed(f) => f,
+                }
+            }
+            Err(f) => f,
+        };
+        inner
+            .shared
+            .metrics
+            .restarts
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(adapter = %name, failure = %failure, "adapter incarnation ended");
+        if failure.is_fatal() {
+            set_status(&inner, BackplaneStatus::Failed(failure.to_string()));
+            return;
+        }
+        let now = Instant::now();
+        failures.push_back(now);
+        while failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            failures.pop_front();
+        }
+        if failures.len() >= policy.max_failures {
+            let reason = format!(
+                "{} failures within {}s; last: {failure}",
+                failures.len(),
+                policy.window_secs
+            );
+            tracing::error!(adapter = %name, %reason, "adapter marked failed; serving local clients only");
+            set_status(&inner, BackplaneStatus::Failed(reason));
+            return;
+        }
+        set_status(&inner, BackplaneStatus::Restarting(failure.to_string()));
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = inner.stop.notified() => {
+                set_status(&inner, BackplaneStatus::Stopped);
+                return;
+            }
+        }
+        backoff = (backoff * 2).min(Duration::from_millis(policy.backoff_max_ms));
+    }
+}

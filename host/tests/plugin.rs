@@ -1,0 +1,429 @@
+//! The plugin runtime against real components: the loopback adapter for traffic, and the
+//! fixture adapter for every sandbox limit (obeyed and violated) and for supervision.
+//! Guests are built once by `scripts/build-guests` (part of `scripts/test`).
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchyard::backplane::{Backplane, BackplaneStatus};
+use switchyard::config::{AdapterConfig, RestartPolicy, SandboxLimits};
+use switchyard::plugin::{AdapterMetrics, Delivery, LoadError, Runtime, Supervised};
+use tokio::sync::mpsc;
+
+fn guest(name: &str) -> PathBuf {
+    let dir = std::env::var_os("SWITCHYARD_GUEST_DIR").map_or_else(
+        || {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../guest-adapters/target/wasm32-wasip2/release")
+        },
+        PathBuf::from,
+    );
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-guests first",
+        path.display()
+    );
+    path
+}
+
+/// A plugins folder holding a copy of the named guests.
+fn plugins_dir(names: &[&str]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "switchyard-plugins-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    for n in names {
+        std::fs::copy(guest(n), dir.join(format!("{n}.wasm"))).unwrap();
+    }
+    dir
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn config(driver: &str) -> AdapterConfig {
+    AdapterConfig {
+        driver: driver.into(),
+        plugins_dir: plugins_dir(&[driver]),
+        cache_dir: None,
+        allow: Vec::new(),
+        config: serde_json::json!({}),
+        limits: SandboxLimits {
+            memory_bytes: 16 << 20,
+            call_deadline_ms: 50,
+            max_sockets: 2,
+            max_timers: 3,
+            max_call_bytes: 4096,
+            ..SandboxLimits::default()
+        },
+        restart: RestartPolicy {
+            max_failures: 3,
+            window_secs: 60,
+            backoff_initial_ms: 10,
+            backoff_max_ms: 50,
+        },
+    }
+}
+
+struct Running {
+    sup: Supervised,
+    metrics: Arc<AdapterMetrics>,
+    rx: mpsc::Receiver<Delivery>,
+}
+
+async fn start_with(cfg: AdapterConfig, queue: usize) -> Running {
+    let runtime = Runtime::new(None).unwrap();
+    let (tx, rx) = mpsc::channel(queue);
+    let (sup, metrics) = runtime.start(&cfg, "node-1", tx).expect("adapter loads");
+    let r = Running { sup, metrics, rx };
+    wait_status(&r, |s| *s == BackplaneStatus::Running).await;
+    r
+}
+
+async fn start(cfg: AdapterConfig) -> Running {
+    start_with(cfg, 1024).await
+}
+
+async fn wait_status(r: &Running, want: impl Fn(&BackplaneStatus) -> bool) -> BackplaneStatus {
+    for _ in 0..500 {
+        let s = r.sup.status();
+        if want(&s) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("status never matched; last {:?}", r.sup.status());
+}
+
+async fn next(r: &mut Running, topic: &str) -> Delivery {
+    loop {
+        let d = tokio::time::timeout(Duration::from_secs(5), r.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no delivery on {topic}"))
+            .expect("delivery channel open");
+        if d.topic == topic {
+            return d;
+        }
+    }
+}
+
+async fn nothing_on(r: &mut Running, topic: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+    while let Ok(Some(d)) = tokio::time::timeout_at(deadline, r.rx.recv()).await {
+        assert_ne!(d.topic, topic, "unexpected delivery on {topic}");
+    }
+}
+
+fn cmd(r: &Running, c: &str) {
+    r.sup
+        .publish("fixture/cmd", Bytes::copy_from_slice(c.as_bytes()));
+}
+
+/// Waits until the counter reaches `n`.
+async fn counter_reaches(c: &std::sync::atomic::AtomicU64, n: u64) {
+    for _ in 0..500 {
+        if c.load(Ordering::Relaxed) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("counter stuck at {}", c.load(Ordering::Relaxed));
+}
+
+#[tokio::test]
+async fn loopback_carries_subscribed_topics_in_order() {
+    // The node's delivery queue holds the whole burst; a smaller one would drop (and count).
+    let mut r = start_with(config("loopback"), 4096).await;
+    r.sup.subscribe("room");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for i in 0u32..2000 {
+        r.sup
+            .publish("room", Bytes::copy_from_slice(&i.to_le_bytes()));
+    }
+    r.sup.publish("elsewhere", Bytes::from_static(b"x"));
+    for i in 0u32..2000 {
+        let d = next(&mut r, "room").await;
+        assert_eq!(d.payload, Bytes::copy_from_slice(&i.to_le_bytes()));
+    }
+    nothing_on(&mut r, "elsewhere").await;
+    r.sup.unsubscribe("room");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    r.sup.publish("room", Bytes::from_static(b"late"));
+    nothing_on(&mut r, "room").await;
+    assert_eq!(r.metrics.restarts.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn cpu_deadline_ends_an_endless_loop_and_subscriptions_are_replayed() {
+    let mut r = start(config("fixture")).await;
+    r.sup.subscribe("keep");
+    cmd(&r, "report-subs");
+    assert_eq!(next(&mut r, "fixture/subs").await.payload, "keep");
+    cmd(&r, "spin");
+    counter_reaches(&r.metrics.restarts, 1).await;
+    wait_status(&r, |s| *s == BackplaneStatus::Running).await;
+    cmd(&r, "report-subs");
+    assert_eq!(
+        next(&mut r, "fixture/subs").await.payload,
+        "keep",
+        "replayed into the new incarnation"
+    );
+    r.sup.publish("keep", Bytes::from_static(b"after"));
+    assert_eq!(next(&mut r, "keep").await.payload, "after");
+}
+
+#[tokio::test]
+async fn memory_limit_obeyed_and_violated() {
+    let mut r = start(config("fixture")).await;
+    r.sup.subscribe("t");
+    cmd(&r, "alloc-once:4194304");
+    r.sup.publish("t", Bytes::from_static(b"alive"));
+    assert_eq!(
+        next(&mut r, "t").await.payload,
+        "alive",
+        "4 MiB fits in 16 MiB"
+    );
+    assert_eq!(r.metrics.restarts.load(Ordering::Relaxed), 0);
+    cmd(&r, "alloc");
+    counter_reaches(&r.metrics.restarts, 1).await;
+    wait_status(&r, |s| *s == BackplaneStatus::Running).await;
+    r.sup.publish("t", Bytes::from_static(b"again"));
+    assert_eq!(next(&mut r, "t").await.payload, "again");
+}
+
+#[tokio::test]
+async fn a_panic_restarts_only_that_incarnation() {
+    let mut r = start(config("fixture")).await;
+    r.sup.subscribe("t");
+    cmd(&r, "panic");
+    counter_reaches(&r.metrics.restarts, 1).await;
+    wait_status(&r, |s| *s == BackplaneStatus::Running).await;
+    r.sup.publish("t", Bytes::from_static(b"ok"));
+    assert_eq!(next(&mut r, "t").await.payload, "ok");
+}
+
+#[tokio::test]
+async fn allow_list_and_socket_limit() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut cfg = config("fixture");
+    cfg.allow = vec![format!("127.0.0.1:{port}")];
+    let mut r = start(cfg).await;
+
+    // Allowed: the host connects, the guest hears of it, and bytes flow both ways.
+    cmd(&r, &format!("connect:127.0.0.1:{port}"));
+    let (mut peer, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let conn = u32::from_le_bytes(
+        next(&mut r, "fixture/connected").await.payload[..4]
+            .try_into()
+            .unwrap(),
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    peer.write_all(b"hello guest").await.unwrap();
+    assert_eq!(
+        next(&mut r, &format!("fixture/data/{conn}")).await.payload,
+        "hello guest"
+    );
+    cmd(&r, &format!("send:{conn}:hello broker"));
+    let mut buf = [0u8; 12];
+    peer.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"hello broker");
+    drop(peer);
+    next(&mut r, &format!("fixture/closed/{conn}")).await;
+
+    // Forbidden: refused by the host, counted, and the instance lives on.
+    cmd(&r, &format!("connect:127.0.0.1:{}", port.wrapping_add(1)));
+    counter_reaches(&r.metrics.refused_connects, 1).await;
+    counter_reaches(&r.metrics.adapter_errors, 1).await;
+
+    // Socket limit (2): the third open connection is refused.
+    for _ in 0..3 {
+        cmd(&r, &format!("connect:127.0.0.1:{port}"));
+    }
+    counter_reaches(&r.metrics.adapter_errors, 2).await;
+    assert_eq!(r.metrics.restarts.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn timer_limit_obeyed_and_violated() {
+    let mut r = start(config("fixture")).await;
+    cmd(&r, "timers:3");
+    for _ in 0..3 {
+        next(&mut r, "fixture/timer").await;
+    }
+    assert_eq!(r.metrics.adapter_errors.load(Ordering::Relaxed), 0);
+    cmd(&r, "timers:4");
+    counter_reaches(&r.metrics.adapter_errors, 1).await;
+    assert_eq!(r.metrics.restarts.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn bytes_per_call_limit_obeyed_and_violated() {
+    let mut r = start(config("fixture")).await;
+    cmd(&r, "deliver-big:4000");
+    assert_eq!(next(&mut r, "fixture/big").await.payload.len(), 4000);
+    cmd(&r, "deliver-big:100000");
+    counter_reaches(&r.metrics.adapter_errors, 1).await;
+    nothing_on(&mut r, "fixture/big").await;
+}
+
+#[tokio::test]
+async fn a_delivery_flood_is_bounded_and_counted() {
+    let mut r = start_with(config("fixture"), 16).await;
+    cmd(&r, "flood:100000");
+    counter_reaches(&r.metrics.deliveries_dropped, 1).await;
+    // The host stayed in charge: the queue holds at most its bound, the instance is alive.
+    let mut got = 0;
+    while r.rx.try_recv().is_ok() {
+        got += 1;
+    }
+    assert!(got <= 16, "{got}");
+    r.sup.subscribe("t");
+    r.sup.publish("t", Bytes::from_static(b"fine"));
+    assert_eq!(next(&mut r, "t").await.payload, "fine");
+}
+
+#[tokio::test]
+async fn a_crash_loop_ends_in_the_failed_state() {
+    let mut cfg = config("fixture");
+    cfg.config = serde_json::json!({"mode": "panic-on-init"});
+    let runtime = Runtime::new(None).unwrap();
+    let (tx, _rx) = mpsc::channel(16);
+    let (sup, metrics) = runtime.start(&cfg, "n", tx).unwrap();
+    let r = Running {
+        sup,
+        metrics,
+        rx: mpsc::channel(1).1,
+    };
+    let s = wait_status(&r, |s| matches!(s, BackplaneStatus::Failed(_))).await;
+    assert!(
+        matches!(s, BackplaneStatus::Failed(ref why) if why.contains("3 failures")),
+        "{s:?}"
+    );
+    assert_eq!(r.metrics.restarts.load(Ordering::Relaxed), 3);
+    // Publishing to a failed adapter neither blocks nor panics; it is counted.
+    r.sup.publish("t", Bytes::from_static(b"x"));
+    assert_eq!(r.metrics.publish_dropped.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_rejected_config_fails_at_once() {
+    let mut cfg = config("fixture");
+    cfg.config = serde_json::json!({"mode": "bad-config"});
+    let runtime = Runtime::new(None).unwrap();
+    let (tx, _rx) = mpsc::channel(16);
+    let (sup, metrics) = runtime.start(&cfg, "n", tx).unwrap();
+    let r = Running {
+        sup,
+        metrics,
+        rx: mpsc::channel(1).1,
+    };
+    let s = wait_status(&r, |s| matches!(s, BackplaneStatus::Failed(_))).await;
+    assert!(
+        matches!(s, BackplaneStatus::Failed(ref why) if why.contains("config")),
+        "{s:?}"
+    );
+    assert_eq!(r.metrics.restarts.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_misbehaving_instance_does_not_disturb_another() {
+    let mut bad_cfg = config("fixture");
+    bad_cfg.restart.max_failures = 10;
+    let bad = start(bad_cfg).await;
+    let mut good = start(config("loopback")).await;
+    good.sup.subscribe("g");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for round in 0..3u8 {
+        cmd(&bad, "spin");
+        for i in 0..50u8 {
+            good.sup.publish("g", Bytes::copy_from_slice(&[round, i]));
+        }
+        for i in 0..50u8 {
+            assert_eq!(
+                next(&mut good, "g").await.payload,
+                Bytes::copy_from_slice(&[round, i])
+            );
+        }
+        counter_reaches(&bad.metrics.restarts, round as u64 + 1).await;
+        wait_status(&bad, |s| *s == BackplaneStatus::Running).await;
+    }
+    assert_eq!(good.metrics.restarts.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn check_accepts_adapters_and_names_the_file_when_refusing() {
+    let runtime = Runtime::new(None).unwrap();
+    let ok = runtime
+        .check(&guest("fixture"))
+        .expect("fixture is an adapter");
+    assert_eq!(ok.version, "0.1.0");
+    let dir = plugins_dir(&[]);
+    let junk = dir.join("junk.wasm");
+    std::fs::write(&junk, b"\0asm\x01\0\0\0garbage").unwrap();
+    let err = runtime.check(&junk).unwrap_err();
+    assert!(matches!(err, LoadError::NotAComponent { .. }), "{err}");
+    assert!(err.to_string().contains("junk.wasm"));
+    let missing = runtime.check(&dir.join("missing.wasm")).unwrap_err();
+    assert!(matches!(missing, LoadError::Read { .. }));
+    assert!(missing.to_string().contains("missing.wasm"));
+}
+
+#[test]
+fn compiled_components_are_cached_and_a_bad_cache_entry_is_recompiled() {
+    let cache = plugins_dir(&[]).join("cache");
+    let path = guest("loopback");
+    let first = Runtime::new(Some(cache.clone()))
+        .unwrap()
+        .load(&path)
+        .unwrap();
+    assert!(!first.from_cache);
+    let t = std::time::Instant::now();
+    let second = Runtime::new(Some(cache.clone()))
+        .unwrap()
+        .load(&path)
+        .unwrap();
+    assert!(second.from_cache);
+    eprintln!("warm-cache load took {:?}", t.elapsed());
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"corrupt").unwrap();
+    }
+    let third = Runtime::new(Some(cache)).unwrap().load(&path).unwrap();
+    assert!(
+        !third.from_cache,
+        "a corrupt entry is discarded and the component recompiled"
+    );
+}
+
+#[test]
+fn the_cli_checks_a_plugin() {
+    let bin = env!("CARGO_BIN_EXE_switchyard");
+    let out = std::process::Command::new(bin)
+        .args(["plugin", "check"])
+        .arg(guest("loopback"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("switchyard:adapter@0.1.0"));
+    let junk = plugins_dir(&[]).join("not-wasm.wasm");
+    std::fs::write(&junk, b"hello").unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["plugin", "check"])
+        .arg(&junk)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not-wasm.wasm"));
+}
