@@ -5,6 +5,8 @@
 //! loaded adapter (`Supervised`: its linked `InstancePre`, subscriptions and status), and the
 //! incarnation (one `Store` on its own thread, see `instance`).
 
+#[doc(hidden)]
+pub mod bench;
 mod bindings;
 pub mod error;
 mod host_impl;

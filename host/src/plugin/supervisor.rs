@@ -72,6 +72,11 @@ impl Supervised {
             .ok()
     }
 
+    /// Whether the adapter reports itself `ready` (connected and subscribed).
+    pub async fn is_ready(&self) -> bool {
+        matches!(self.health().await, Some(HealthStatus::Ready))
+    }
+
     /// Shuts the live incarnation down and stops supervising.
     pub fn stop(&self) {
         self.inner.stop.notify_one();

@@ -1,0 +1,345 @@
+//! The Redis adapter: Redis pub/sub over two host-owned connections (a subscribed connection
+//! cannot publish). Topics map to Redis channels under a prefix. The protocol lives in
+//! [`proto`] (sans-IO, tested natively); this file is the glue to the host.
+
+pub mod proto;
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+use switchyard_adapter_sdk::{export_adapter, host, Adapter, Error, Health, LogLevel, Message};
+
+use proto::{Decoder, Push, Value};
+
+/// The adapter's config section (`[adapter.config]` in the host's TOML).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Prepended to every topic to form the Redis channel name.
+    pub prefix: String,
+    pub reconnect_initial_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 6379,
+            username: None,
+            password: None,
+            prefix: "switchyard:".into(),
+            reconnect_initial_ms: 100,
+            reconnect_max_ms: 5000,
+        }
+    }
+}
+
+impl Config {
+    pub fn parse(json: &str) -> Result<Self, String> {
+        if json.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_json::from_str(json).map_err(|e| e.to_string())
+    }
+
+    /// `AUTH [user] password`, when a password is set.
+    pub fn auth_command(&self, out: &mut Vec<u8>) {
+        if let Some(pw) = &self.password {
+            match &self.username {
+                Some(u) => proto::encode_command(out, &[b"AUTH", u.as_bytes(), pw.as_bytes()]),
+                None => proto::encode_command(out, &[b"AUTH", pw.as_bytes()]),
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Link {
+    conn: Option<u32>,
+    up: bool,
+    decoder: Decoder,
+}
+
+pub struct Redis {
+    cfg: Config,
+    publisher: Link,
+    subscriber: Link,
+    topics: BTreeSet<String>,
+    backoff_ms: u64,
+    reconnect_timer: Option<u32>,
+}
+
+fn log(level: LogLevel, msg: &str) {
+    host::log(level, msg);
+}
+
+impl Redis {
+    fn channel(&self, topic: &str) -> Vec<u8> {
+        let mut c = self.cfg.prefix.as_bytes().to_vec();
+        c.extend_from_slice(topic.as_bytes());
+        c
+    }
+
+    fn connect(&mut self, which: Which) {
+        let result = host::connect(&self.cfg.host, self.cfg.port, false);
+        let link = self.link(which);
+        match result {
+            Ok(c) => {
+                link.conn = Some(c);
+                link.up = false;
+                link.decoder.clear();
+            }
+            Err(e) => {
+                log(
+                    LogLevel::Error,
+                    &format!("cannot open a Redis connection: {e:?}"),
+                );
+                self.schedule_reconnect();
+            }
+        }
+    }
+
+    fn link(&mut self, which: Which) -> &mut Link {
+        match which {
+            Which::Publisher => &mut self.publisher,
+            Which::Subscriber => &mut self.subscriber,
+        }
+    }
+
+    fn which(&self, conn: u32) -> Option<Which> {
+        if self.publisher.conn == Some(conn) {
+            Some(Which::Publisher)
+        } else if self.subscriber.conn == Some(conn) {
+            Some(Which::Subscriber)
+        } else {
+            None
+        }
+    }
+
+    fn schedule_reconnect(&mut self) {
+        if self.reconnect_timer.is_some() {
+            return;
+        }
+        if let Ok(t) = host::set_timer(self.backoff_ms) {
+            self.reconnect_timer = Some(t);
+        }
+        self.backoff_ms = (self.backoff_ms * 2).min(self.cfg.reconnect_max_ms);
+    }
+
+    fn send(&self, conn: Option<u32>, bytes: &[u8]) -> Result<(), Error> {
+        let conn = conn.ok_or_else(|| Error::Unavailable("not connected to Redis".into()))?;
+        host::send(conn, bytes).map_err(|e| Error::Unavailable(format!("{e:?}")))
+    }
+
+    fn subscribe_all(&self) {
+        if self.topics.is_empty() {
+            return;
+        }
+        let channels: Vec<Vec<u8>> = self.topics.iter().map(|t| self.channel(t)).collect();
+        let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+        args.extend(channels.iter().map(Vec::as_slice));
+        let mut out = Vec::new();
+        proto::encode_command(&mut out, &args);
+        let _ = self.send(self.subscriber.conn, &out);
+    }
+
+    fn drop_link(&mut self, which: Which, why: &str) {
+        let link = self.link(which);
+        if let Some(c) = link.conn.take() {
+            host::close(c);
+        }
+        link.up = false;
+        link.decoder.clear();
+        log(
+            LogLevel::Warn,
+            &format!("Redis {which:?} connection lost: {why}"),
+        );
+        self.schedule_reconnect();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    Publisher,
+    Subscriber,
+}
+
+impl Adapter for Redis {
+    fn init(config: &str, _snapshot: Option<Vec<u8>>) -> Result<Self, Error> {
+        let cfg = Config::parse(config).map_err(Error::InvalidConfig)?;
+        let mut r = Self {
+            backoff_ms: cfg.reconnect_initial_ms.max(1),
+            cfg,
+            publisher: Link::default(),
+            subscriber: Link::default(),
+            topics: BTreeSet::new(),
+            reconnect_timer: None,
+        };
+        r.connect(Which::Publisher);
+        r.connect(Which::Subscriber);
+        Ok(r)
+    }
+
+    fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<(), Error> {
+        if !self.publisher.up {
+            return Err(Error::Unavailable("Redis publisher not connected".into()));
+        }
+        let mut out = Vec::with_capacity(payload.len() + topic.len() + 48);
+        proto::encode_publish(&mut out, &self.channel(topic), payload);
+        self.send(self.publisher.conn, &out)
+    }
+
+    /// Pipelines the whole batch in one send.
+    fn publish_batch(&mut self, messages: Vec<Message>) -> Result<(), Error> {
+        if !self.publisher.up {
+            return Err(Error::Unavailable("Redis publisher not connected".into()));
+        }
+        let size: usize = messages
+            .iter()
+            .map(|m| m.payload.len() + m.topic.len() + 48)
+            .sum();
+        let mut out = Vec::with_capacity(size);
+        for m in &messages {
+            proto::encode_publish(&mut out, &self.channel(&m.topic), &m.payload);
+        }
+        self.send(self.publisher.conn, &out)
+    }
+
+    fn subscribe(&mut self, topic: &str) -> Result<(), Error> {
+        if self.topics.insert(topic.to_owned()) && self.subscriber.up {
+            let mut out = Vec::new();
+            proto::encode_command(&mut out, &[b"SUBSCRIBE", &self.channel(topic)]);
+            self.send(self.subscriber.conn, &out)?;
+        }
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, topic: &str) -> Result<(), Error> {
+        if self.topics.remove(topic) && self.subscriber.up {
+            let mut out = Vec::new();
+            proto::encode_command(&mut out, &[b"UNSUBSCRIBE", &self.channel(topic)]);
+            self.send(self.subscriber.conn, &out)?;
+        }
+        Ok(())
+    }
+
+    fn on_connected(&mut self, conn: u32) {
+        let Some(which) = self.which(conn) else {
+            return;
+        };
+        let mut out = Vec::new();
+        self.cfg.auth_command(&mut out);
+        if !out.is_empty() {
+            let _ = self.send(Some(conn), &out);
+        }
+        self.link(which).up = true;
+        self.backoff_ms = self.cfg.reconnect_initial_ms.max(1);
+        if let Which::Subscriber = which {
+            self.subscribe_all();
+        }
+        log(LogLevel::Info, &format!("Redis {which:?} connected"));
+    }
+
+    fn on_data(&mut self, conn: u32, data: Vec<u8>) {
+        let Some(which) = self.which(conn) else {
+            return;
+        };
+        let prefix = self.cfg.prefix.clone();
+        let mut failed = None;
+        let link = self.link(which);
+        link.decoder.feed(&data);
+        let result = link.decoder.drain(|v| match Push::from_value(v) {
+            Push::Message { channel, payload } => {
+                let Some(topic) = channel.strip_prefix(prefix.as_bytes()) else {
+                    return;
+                };
+                let topic = String::from_utf8_lossy(topic);
+                if let Err(e) = host::deliver(&topic, &payload) {
+                    log(LogLevel::Warn, &format!("delivery refused: {e:?}"));
+                }
+            }
+            Push::Other(Value::Error(e)) => failed = Some(e),
+            Push::Other(_) => {}
+        });
+        if let Some(e) = failed {
+            log(
+                LogLevel::Error,
+                &format!("Redis replied with an error: {e}"),
+            );
+        }
+        if let Err(e) = result {
+            self.drop_link(which, &format!("protocol error: {e:?}"));
+        }
+    }
+
+    fn on_closed(&mut self, conn: u32, reason: String) {
+        let Some(which) = self.which(conn) else {
+            return;
+        };
+        let link = self.link(which);
+        link.conn = None;
+        link.up = false;
+        link.decoder.clear();
+        log(
+            LogLevel::Warn,
+            &format!("Redis {which:?} connection closed: {reason}"),
+        );
+        self.schedule_reconnect();
+    }
+
+    fn on_timer(&mut self, timer: u32) {
+        if self.reconnect_timer != Some(timer) {
+            return;
+        }
+        self.reconnect_timer = None;
+        if self.publisher.conn.is_none() {
+            self.connect(Which::Publisher);
+        }
+        if self.subscriber.conn.is_none() {
+            self.connect(Which::Subscriber);
+        }
+    }
+
+    fn health(&self) -> Health {
+        match (self.publisher.up, self.subscriber.up) {
+            (true, true) => Health::Ready,
+            (false, false) if self.reconnect_timer.is_none() => Health::Starting,
+            _ => Health::Degraded("reconnecting to Redis".into()),
+        }
+    }
+
+    fn shutdown(&mut self) {
+        for c in [self.publisher.conn.take(), self.subscriber.conn.take()]
+            .into_iter()
+            .flatten()
+        {
+            host::close(c);
+        }
+    }
+}
+
+export_adapter!(Redis);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_auth() {
+        let c = Config::parse("{}").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 6379));
+        let c = Config::parse(r#"{"username":"u","password":"p"}"#).unwrap();
+        let mut out = Vec::new();
+        c.auth_command(&mut out);
+        assert_eq!(out, b"*3\r\n$4\r\nAUTH\r\n$1\r\nu\r\n$1\r\np\r\n");
+        assert!(
+            Config::parse(r#"{"hots":"x"}"#).is_err(),
+            "unknown keys are refused"
+        );
+    }
+}

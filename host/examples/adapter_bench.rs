@@ -1,0 +1,277 @@
+//! Run with `cargo run --release -p switchyard --example adapter_bench` (after `scripts/build-guests`)
+//!
+//! What the adapter boundary costs:
+//! 1. host→guest call cost on a store driven directly (health, publish 100 B / 10 KB, batched);
+//! 2. the Redis adapter's code driven natively versus as a component, end to end through a
+//!    real `redis-server` started on a free port: messages per second through the publish path
+//!    and back through the on-data (subscriber) path, with the same in-flight window for both.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use redis_adapter::proto::{self, Decoder, Push};
+use switchyard::backplane::Backplane;
+use switchyard::config::AdapterConfig;
+use switchyard::plugin::Runtime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+const WINDOW: u64 = 4096;
+const BATCH: usize = 256;
+
+fn guest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest-adapters/target/wasm32-wasip2/release")
+}
+
+fn cpu_now() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |r| r.1)
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+struct RedisServer(Child);
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start_redis() -> anyhow::Result<(RedisServer, u16)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("redis-server is required for this benchmark: {e}"))?;
+    let server = RedisServer(child);
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok((server, port));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    anyhow::bail!("redis-server did not start")
+}
+
+/// The adapter's protocol code driven natively with tokio sockets: the baseline.
+async fn native(port: u16, messages: u64, payload: &[u8]) -> anyhow::Result<Duration> {
+    let mut publisher = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut subscriber = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut out = Vec::new();
+    proto::encode_command(&mut out, &[b"SUBSCRIBE", b"bench:t"]);
+    subscriber.write_all(&out).await?;
+    let received = Arc::new(AtomicU64::new(0));
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let counter = received.clone();
+    tokio::spawn(async move {
+        let mut dec = Decoder::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut ready = Some(ready_tx);
+        while let Ok(n) = subscriber.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            dec.feed(&buf[..n]);
+            let _ = dec.drain(|v| match Push::from_value(v) {
+                Push::Message { .. } => {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Push::Other(_) => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                }
+            });
+        }
+    });
+    ready_rx.await?;
+    let (mut pub_rd, mut pub_wr) = publisher.split();
+    let drain = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = pub_rd.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let send = async {
+        let t = Instant::now();
+        let mut sent = 0u64;
+        let mut out = Vec::with_capacity(BATCH * (payload.len() + 48));
+        while sent < messages {
+            if sent - received.load(Ordering::Relaxed) >= WINDOW {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            out.clear();
+            let n = (messages - sent).min(BATCH as u64);
+            for _ in 0..n {
+                proto::encode_publish(&mut out, b"bench:t", payload);
+            }
+            pub_wr.write_all(&out).await?;
+            sent += n;
+        }
+        while received.load(Ordering::Relaxed) < messages {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        Ok::<_, anyhow::Error>(t.elapsed())
+    };
+    tokio::select! {
+        r = send => r,
+        _ = drain => anyhow::bail!("publisher connection closed"),
+    }
+}
+
+/// The same protocol code as a sandboxed component behind the plugin runtime.
+async fn component(port: u16, messages: u64, payload: &[u8]) -> anyhow::Result<Duration> {
+    let runtime = Runtime::new(None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = AdapterConfig {
+        driver: "redis".into(),
+        plugins_dir: guest_dir(),
+        allow: vec![format!("127.0.0.1:{port}")],
+        config: serde_json::json!({"port": port, "prefix": "bench:"}),
+        ..AdapterConfig::default()
+    };
+    let (tx, mut rx) = mpsc::channel(65536);
+    let (sup, metrics) = runtime.start(&cfg, "bench", tx)?;
+    for _ in 0..500 {
+        if sup.is_ready().await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sup.subscribe("t");
+    // Wait until the subscription is live: probe until a message comes back.
+    loop {
+        sup.publish("t", Bytes::from_static(b"probe"));
+        if tokio::time::timeout(Duration::from_millis(50), rx.recv())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+    }
+    while rx.try_recv().is_ok() {}
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    tokio::spawn(async move {
+        while let Some(d) = rx.recv().await {
+            if d.payload.len() > 5 {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let payload = Bytes::copy_from_slice(payload);
+    let t = Instant::now();
+    let mut sent = 0u64;
+    while sent < messages {
+        if sent - received.load(Ordering::Relaxed) >= WINDOW {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        sup.publish("t", payload.clone());
+        sent += 1;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while received.load(Ordering::Relaxed) < messages && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let elapsed = t.elapsed();
+    let got = received.load(Ordering::Relaxed);
+    anyhow::ensure!(
+        got >= messages,
+        "component path delivered {got} of {messages} (dropped {} publishes)",
+        metrics.publish_dropped.load(Ordering::Relaxed)
+    );
+    sup.stop();
+    Ok(elapsed)
+}
+
+fn main() -> anyhow::Result<()> {
+    let messages: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200_000);
+    let payload = vec![b'x'; 100];
+
+    let runtime = Runtime::new(None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let costs = switchyard::plugin::bench::call_costs(
+        &runtime,
+        &guest_dir().join("loopback.wasm"),
+        200_000,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("host→guest call cost (loopback, direct store, epoch deadline armed per call):");
+    println!(
+        "  health()                     {:>8.3} µs",
+        costs.health / 1e3
+    );
+    println!(
+        "  publish(100 B)               {:>8.3} µs",
+        costs.publish_100b / 1e3
+    );
+    println!(
+        "  publish(10 KB)               {:>8.3} µs",
+        costs.publish_10kb / 1e3
+    );
+    println!(
+        "  publish-batch(256 × 100 B)   {:>8.3} µs per message",
+        costs.publish_batched_100b / 1e3
+    );
+    drop(runtime);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (_redis, port) = start_redis().await?;
+        println!("\nRedis adapter code, {messages} messages of {} B through redis-server (publish → subscribe → deliver):", payload.len());
+        let mut rows = Vec::new();
+        for round in 0..3 {
+            let c0 = cpu_now();
+            let n = native(port, messages, &payload).await?;
+            let c1 = cpu_now();
+            let w = component(port, messages, &payload).await?;
+            let c2 = cpu_now();
+            let (nr, wr) = (messages as f64 / n.as_secs_f64(), messages as f64 / w.as_secs_f64());
+            println!(
+                "  round {round}: native {:>9.0} msg/s ({:.2} µs CPU/msg)   component {:>9.0} msg/s ({:.2} µs CPU/msg)   ratio {:.2}",
+                nr,
+                (c1 - c0).as_nanos() as f64 / messages as f64 / 1e3,
+                wr,
+                (c2 - c1).as_nanos() as f64 / messages as f64 / 1e3,
+                wr / nr
+            );
+            rows.push(wr / nr);
+        }
+        rows.sort_by(f64::total_cmp);
+        println!("  median ratio component / native: {:.2}", rows[1]);
+        Ok::<_, anyhow::Error>(())
+    })
+}
