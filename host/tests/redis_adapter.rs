@@ -18,7 +18,7 @@ struct Broker {
 
 impl Broker {
     async fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
@@ -32,6 +32,8 @@ impl Broker {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("redis-server did not start on port {port}");
     }
 
