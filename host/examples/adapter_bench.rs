@@ -80,15 +80,17 @@ async fn start_redis() -> anyhow::Result<(RedisServer, u16)> {
 }
 
 /// The adapter's protocol code driven natively with tokio sockets: the baseline.
-async fn native(port: u16, messages: u64, payload: &[u8]) -> anyhow::Result<Duration> {
+async fn native(port: u16, messages: u64, payload: &[u8]) -> anyhow::Result<(Duration, Duration)> {
     let mut publisher = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let mut subscriber = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let mut out = Vec::new();
     proto::encode_command(&mut out, &[b"SUBSCRIBE", b"bench:t"]);
     subscriber.write_all(&out).await?;
     let received = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(tokio::sync::Notify::new());
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let counter = received.clone();
+    let notify = progress.clone();
     tokio::spawn(async move {
         let mut dec = Decoder::default();
         let mut buf = vec![0u8; 64 * 1024];
@@ -98,6 +100,7 @@ async fn native(port: u16, messages: u64, payload: &[u8]) -> anyhow::Result<Dura
                 break;
             }
             dec.feed(&buf[..n]);
+            notify.notify_one();
             let _ = dec.drain(|v| match Push::from_value(v) {
                 Push::Message { .. } => {
                     counter.fetch_add(1, Ordering::Relaxed);
@@ -122,11 +125,12 @@ async fn native(port: u16, messages: u64, payload: &[u8]) -> anyhow::Result<Dura
     };
     let send = async {
         let t = Instant::now();
+        let cpu = cpu_now();
         let mut sent = 0u64;
         let mut out = Vec::with_capacity(BATCH * (payload.len() + 48));
         while sent < messages {
             if sent - received.load(Ordering::Relaxed) >= WINDOW {
-                tokio::task::yield_now().await;
+                progress.notified().await;
                 continue;
             }
             out.clear();
@@ -140,7 +144,7 @@ async fn native(port: u16, messages: u64, payload: &[u8]) -> anyhow::Result<Dura
         while received.load(Ordering::Relaxed) < messages {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
-        Ok::<_, anyhow::Error>(t.elapsed())
+        Ok::<_, anyhow::Error>((t.elapsed(), cpu_now() - cpu))
     };
     tokio::select! {
         r = send => r,
@@ -149,8 +153,12 @@ async fn native(port: u16, messages: u64, payload: &[u8]) -> anyhow::Result<Dura
 }
 
 /// The same protocol code as a sandboxed component behind the plugin runtime.
-async fn component(port: u16, messages: u64, payload: &[u8]) -> anyhow::Result<Duration> {
-    let runtime = Runtime::new(None).map_err(|e| anyhow::anyhow!("{e}"))?;
+async fn component(
+    runtime: &Runtime,
+    port: u16,
+    messages: u64,
+    payload: &[u8],
+) -> anyhow::Result<(Duration, Duration)> {
     let cfg = AdapterConfig {
         driver: "redis".into(),
         plugins_dir: guest_dir(),
@@ -179,20 +187,25 @@ async fn component(port: u16, messages: u64, payload: &[u8]) -> anyhow::Result<D
     }
     while rx.try_recv().is_ok() {}
     let received = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(tokio::sync::Notify::new());
     let counter = received.clone();
+    let notify = progress.clone();
     tokio::spawn(async move {
         while let Some(d) = rx.recv().await {
             if d.payload.len() > 5 {
                 counter.fetch_add(1, Ordering::Relaxed);
+                notify.notify_one();
             }
         }
     });
     let payload = Bytes::copy_from_slice(payload);
     let t = Instant::now();
+    let cpu = cpu_now();
     let mut sent = 0u64;
     while sent < messages {
         if sent - received.load(Ordering::Relaxed) >= WINDOW {
-            tokio::task::yield_now().await;
+            // Park instead of spinning: a busy driver would steal the cores being measured.
+            progress.notified().await;
             continue;
         }
         sup.publish("t", payload.clone());
@@ -203,6 +216,7 @@ async fn component(port: u16, messages: u64, payload: &[u8]) -> anyhow::Result<D
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     let elapsed = t.elapsed();
+    let cpu = cpu_now() - cpu;
     let got = received.load(Ordering::Relaxed);
     anyhow::ensure!(
         got >= messages,
@@ -210,7 +224,7 @@ async fn component(port: u16, messages: u64, payload: &[u8]) -> anyhow::Result<D
         metrics.publish_dropped.load(Ordering::Relaxed)
     );
     sup.stop();
-    Ok(elapsed)
+    Ok((elapsed, cpu))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -220,7 +234,8 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(200_000);
     let payload = vec![b'x'; 100];
 
-    let runtime = Runtime::new(None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cache = std::env::temp_dir().join("switchyard-adapter-bench-cache");
+    let runtime = Runtime::new(Some(cache)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let costs = switchyard::plugin::bench::call_costs(
         &runtime,
         &guest_dir().join("loopback.wasm"),
@@ -244,8 +259,6 @@ fn main() -> anyhow::Result<()> {
         "  publish-batch(256 × 100 B)   {:>8.3} µs per message",
         costs.publish_batched_100b / 1e3
     );
-    drop(runtime);
-
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -254,18 +267,15 @@ fn main() -> anyhow::Result<()> {
         println!("\nRedis adapter code, {messages} messages of {} B through redis-server (publish → subscribe → deliver):", payload.len());
         let mut rows = Vec::new();
         for round in 0..3 {
-            let c0 = cpu_now();
-            let n = native(port, messages, &payload).await?;
-            let c1 = cpu_now();
-            let w = component(port, messages, &payload).await?;
-            let c2 = cpu_now();
+            let (n, ncpu) = native(port, messages, &payload).await?;
+            let (w, wcpu) = component(&runtime, port, messages, &payload).await?;
             let (nr, wr) = (messages as f64 / n.as_secs_f64(), messages as f64 / w.as_secs_f64());
             println!(
                 "  round {round}: native {:>9.0} msg/s ({:.2} µs CPU/msg)   component {:>9.0} msg/s ({:.2} µs CPU/msg)   ratio {:.2}",
                 nr,
-                (c1 - c0).as_nanos() as f64 / messages as f64 / 1e3,
+                ncpu.as_nanos() as f64 / messages as f64 / 1e3,
                 wr,
-                (c2 - c1).as_nanos() as f64 / messages as f64 / 1e3,
+                wcpu.as_nanos() as f64 / messages as f64 / 1e3,
                 wr / nr
             );
             rows.push(wr / nr);
