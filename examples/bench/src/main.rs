@@ -32,6 +32,9 @@ enum Cmd {
         /// Also measure the one-write-per-delivery floor with the same sockets and rate.
         #[arg(long)]
         floor: bool,
+        /// Rounds of (server, floor) measurements, interleaved; prints the median ratio.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
     },
     /// Only the floor loop.
     Floor {
@@ -88,27 +91,38 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         match cli.cmd {
-            Cmd::Fanout { args, floor } => {
-                let o = fanout::run(&args).await?;
-                let lost = o.expected.saturating_sub(o.delivered);
-                println!("published events      {}", o.published);
-                println!("deliveries expected   {}", o.expected);
-                println!("delivered             {}  (lost {lost}, out of order {}, duplicates {})", o.delivered, o.out_of_order, o.duplicates);
-                println!("latency p50 / p99 / max  {:.2} / {:.2} / {:.2} ms", o.p50_us as f64 / 1e3, o.p99_us as f64 / 1e3, o.max_us as f64 / 1e3);
-                let per = (!args.pid.is_empty() && o.delivered > 0).then(|| o.server_cpu.as_nanos() as f64 / o.delivered as f64 / 1e3);
-                if let Some(per) = per {
-                    println!("server CPU            {:.3} s total, {per:.2} µs per delivered message", o.server_cpu.as_secs_f64());
-                }
-                if let Some(rss) = o.rss_per_conn {
-                    println!("server RSS            {:.1} KB per subscribed connection", rss / 1024.0);
-                }
-                if floor {
-                    let f = floor::run(args.subscribers, args.rate, args.duration, 1).await?;
-                    let f_us = f.as_nanos() as f64 / 1e3;
-                    println!("floor (1 write/delivery)  {f_us:.2} µs per delivery");
-                    if let Some(per) = per {
-                        println!("ratio server / floor  {:.2}", per / f_us);
+            Cmd::Fanout { args, floor, repeat } => {
+                let mut ratios = Vec::new();
+                for round in 0..repeat.max(1) {
+                    if repeat > 1 {
+                        println!("--- round {round}");
                     }
+                    let o = fanout::run(&args).await?;
+                    let lost = o.expected.saturating_sub(o.delivered);
+                    println!("published events      {}", o.published);
+                    println!("deliveries expected   {}", o.expected);
+                    println!("delivered             {}  (lost {lost}, out of order {}, duplicates {})", o.delivered, o.out_of_order, o.duplicates);
+                    println!("latency p50 / p99 / max  {:.2} / {:.2} / {:.2} ms", o.p50_us as f64 / 1e3, o.p99_us as f64 / 1e3, o.max_us as f64 / 1e3);
+                    let per = (!args.pid.is_empty() && o.delivered > 0).then(|| o.server_cpu.as_nanos() as f64 / o.delivered as f64 / 1e3);
+                    if let Some(per) = per {
+                        println!("server CPU            {:.3} s total, {per:.2} µs per delivered message", o.server_cpu.as_secs_f64());
+                    }
+                    if let Some(rss) = o.rss_per_conn {
+                        println!("server RSS            {:.1} KB per subscribed connection", rss / 1024.0);
+                    }
+                    if floor {
+                        let f = floor::run(args.subscribers, args.rate, args.duration, 1).await?;
+                        let f_us = f.as_nanos() as f64 / 1e3;
+                        println!("floor (1 write/delivery)  {f_us:.2} µs per delivery");
+                        if let Some(per) = per {
+                            println!("ratio server / floor  {:.2}", per / f_us);
+                            ratios.push(per / f_us);
+                        }
+                    }
+                }
+                if ratios.len() > 1 {
+                    ratios.sort_by(f64::total_cmp);
+                    println!("=== median ratio server / floor over {} rounds: {:.2} (min {:.2}, max {:.2})", ratios.len(), ratios[ratios.len() / 2], ratios[0], ratios[ratios.len() - 1]);
                 }
             }
             Cmd::Floor { sockets, rate, duration, frames_per_write } => {
