@@ -5,11 +5,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
-use wasmtime::component::ResourceTable;
-use wasmtime::Store;
 
 use super::bindings::Message;
-use super::host_impl::{HostState, Shared, StoreState};
+use super::host_impl::Shared;
 use super::{sandbox, AdapterMetrics, Runtime};
 use crate::config::SandboxLimits;
 
@@ -47,16 +45,7 @@ pub fn call_costs(runtime: &Runtime, path: &Path, iterations: u32) -> wasmtime::
         deliveries,
         metrics: std::sync::Arc::new(AdapterMetrics::default()),
     };
-    let mut store = Store::new(
-        runtime.engine(),
-        StoreState {
-            wasi: sandbox::wasi_ctx(),
-            table: ResourceTable::new(),
-            limits: sandbox::store_limits(&limits),
-            host: HostState::new(shared, jobs),
-        },
-    );
-    store.limiter(|s| &mut s.limits);
+    let mut store = super::instance::new_store(runtime.engine(), shared, jobs);
     let ticks = sandbox::deadline_ticks(&limits);
     store.set_epoch_deadline(ticks);
     let bindings = pre.instantiate(&mut store)?;

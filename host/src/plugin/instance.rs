@@ -76,6 +76,26 @@ pub fn spawn(
     }
 }
 
+/// A store with the sandbox's limits and a WASI context that grants nothing.
+pub(super) fn new_store(
+    engine: &wasmtime::Engine,
+    shared: Shared,
+    jobs: mpsc::Sender<Job>,
+) -> Store<StoreState> {
+    let limits = sandbox::store_limits(&shared.limits);
+    let mut store = Store::new(
+        engine,
+        StoreState {
+            wasi: sandbox::wasi_ctx(),
+            table: ResourceTable::new(),
+            limits,
+            host: HostState::new(shared, jobs),
+        },
+    );
+    store.limiter(|s| &mut s.limits);
+    store
+}
+
 fn run(
     pre: BackplaneAdapterPre<StoreState>,
     shared: Shared,
@@ -86,17 +106,7 @@ fn run(
 ) -> Exit {
     let limits = shared.limits.clone();
     let metrics = shared.metrics.clone();
-    let engine = pre.engine().clone();
-    let mut store = Store::new(
-        &engine,
-        StoreState {
-            wasi: sandbox::wasi_ctx(),
-            table: ResourceTable::new(),
-            limits: sandbox::store_limits(&limits),
-            host: HostState::new(shared, io_jobs),
-        },
-    );
-    store.limiter(|s| &mut s.limits);
+    let mut store = new_store(pre.engine(), shared, io_jobs);
     let ticks = sandbox::deadline_ticks(&limits);
     // Deadlines are relative to when they are set: arm before every call.
     store.set_epoch_deadline(ticks);
