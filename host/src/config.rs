@@ -301,6 +301,8 @@ pub struct Limits {
     pub max_event_name_length: usize,
     /// User ids on a signin watchlist. Default 100.
     pub max_watchlist: usize,
+    /// Channels one connection may join at once; beyond it subscribes get `LimitReached`. Default 1000.
+    pub max_subscriptions_per_connection: usize,
 }
 
 impl Default for Limits {
@@ -316,6 +318,7 @@ impl Default for Limits {
             max_channel_name_length: 200,
             max_event_name_length: 200,
             max_watchlist: 100,
+            max_subscriptions_per_connection: 1000,
         }
     }
 }
@@ -538,6 +541,10 @@ impl Config {
                 ("max_user_id_length", l.max_user_id_length),
                 ("max_channel_name_length", l.max_channel_name_length),
                 ("max_event_name_length", l.max_event_name_length),
+                (
+                    "max_subscriptions_per_connection",
+                    l.max_subscriptions_per_connection,
+                ),
             ];
             for (field, v) in limits {
                 if v == 0 {

@@ -245,3 +245,44 @@ async fn a_missing_adapter_stops_start_up_with_a_clear_error() {
     let err = server.run(std::future::pending()).await.unwrap_err();
     assert!(err.to_string().contains("no-such-adapter.wasm"), "{err}");
 }
+
+#[tokio::test]
+async fn subscriptions_per_connection_are_capped() {
+    let srv = start_server(|c| c.apps[0].limits.max_subscriptions_per_connection = 2).await;
+    let (mut ws, _) = connect(srv.addr, "app-key").await;
+    for ch in ["a", "b", "a"] {
+        send(
+            &mut ws,
+            json!({"event":"pusher:subscribe","data":{"channel":ch}}),
+        )
+        .await;
+        let ok = next_json(&mut ws).await;
+        assert_eq!(
+            ok["event"], "pusher_internal:subscription_succeeded",
+            "{ch}"
+        );
+    }
+    send(
+        &mut ws,
+        json!({"event":"pusher:subscribe","data":{"channel":"c"}}),
+    )
+    .await;
+    let err = next_json(&mut ws).await;
+    assert_eq!(err["event"], "pusher:subscription_error");
+    assert_eq!(err["data"]["status"], 403);
+    send(
+        &mut ws,
+        json!({"event":"pusher:unsubscribe","data":{"channel":"a"}}),
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({"event":"pusher:subscribe","data":{"channel":"c"}}),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut ws).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    srv.shutdown().await;
+}

@@ -161,8 +161,9 @@ async fn supervise(
         };
         let failure = match ready {
             Ok(()) => {
-                // Replay before publishing traffic reaches the incarnation; subscribe is
-                // idempotent, so a racing subscribe from the node does no harm.
+                // Make the incarnation current first, then replay: a subscribe racing with
+                // the replay then reaches it either way (subscribe is idempotent).
+                *inner.current.write().unwrap_or_else(|e| e.into_inner()) = Some(inc.jobs.clone());
                 let topics: Vec<String> = inner
                     .subscriptions
                     .lock()
@@ -175,7 +176,6 @@ async fn supervise(
                         break;
                     }
                 }
-                *inner.current.write().unwrap_or_else(|e| e.into_inner()) = Some(inc.jobs.clone());
                 set_status(&inner, BackplaneStatus::Running);
                 tracing::info!(adapter = %name, "adapter running");
                 let exit = tokio::select! {

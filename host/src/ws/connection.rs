@@ -80,9 +80,7 @@ pub async fn run(
 
     let exit = loop {
         if !inbuf.is_empty() {
-            if let ControlFlow::Break(exit) =
-                decode(&mut decoder, &mut inbuf, &mut session, &mut stream).await
-            {
+            if let ControlFlow::Break(exit) = decode(&mut decoder, &mut inbuf, &mut session) {
                 break exit;
             }
             // Release a large read buffer once drained, so idle connections stay small.
@@ -113,7 +111,9 @@ pub async fn run(
         .await;
         match event {
             Event::Work(Work::Frames) => {
-                if let Err(exit) = write_or_abort(&mut stream, &mut batch, &conn, &metrics).await {
+                if let Err(exit) =
+                    write_or_abort(&mut stream, &mut batch, &conn, &metrics, timeouts.pong).await
+                {
                     break exit;
                 }
             }
@@ -209,16 +209,20 @@ pub async fn run(
 }
 
 /// Writes the batch. A write only pends when the peer's window is full; if a close is
-/// requested meanwhile (a slow consumer overflowing its outbox, say) the socket is dropped:
-/// a half-written frame leaves no clean way to send a close frame.
+/// requested meanwhile (a slow consumer overflowing its outbox, say), or the peer has not
+/// taken a byte for `stall` (a client that stopped reading on a quiet channel), the socket is
+/// dropped: a half-written frame leaves no clean way to send a close frame.
 async fn write_or_abort(
     stream: &mut TcpStream,
     batch: &mut Vec<Bytes>,
     conn: &Arc<Conn>,
     metrics: &Metrics,
+    stall: Duration,
 ) -> Result<(), Exit> {
     let outcome = {
         let mut write = pin!(write_batch(stream, batch));
+        // Created only once a write pends, so the fast path sets no timer.
+        let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         poll_fn(|cx| {
             if let Poll::Ready(r) = write.as_mut().poll(cx) {
                 return Poll::Ready(r.map_err(|_| Exit::Gone));
@@ -227,6 +231,11 @@ async fn write_or_abort(
                 if code == ErrorCode::OverCapacity {
                     Metrics::inc(&metrics.slow_consumers);
                 }
+                return Poll::Ready(Err(Exit::Gone));
+            }
+            let timer = deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+            if timer.as_mut().poll(cx).is_ready() {
+                Metrics::inc(&metrics.slow_consumers);
                 return Poll::Ready(Err(Exit::Gone));
             }
             Poll::Pending
@@ -240,14 +249,10 @@ async fn write_or_abort(
 }
 
 /// Decodes buffered frames and handles each message; breaks when the connection must end.
-async fn decode(
-    decoder: &mut Decoder,
-    inbuf: &mut Vec<u8>,
-    session: &mut Session,
-    stream: &mut TcpStream,
-) -> ControlFlow<Exit> {
+/// Pongs go through the outbox like every other frame, so no write happens outside
+/// `write_or_abort` and its deadline.
+fn decode(decoder: &mut Decoder, inbuf: &mut Vec<u8>, session: &mut Session) -> ControlFlow<Exit> {
     let mut exit = None;
-    let mut pongs: Vec<Bytes> = Vec::new();
     let result = decoder.decode(inbuf, |msg| match msg {
         Message::Text(text) => {
             session.on_text(text);
@@ -261,7 +266,7 @@ async fn decode(
             ControlFlow::Continue(())
         }
         Message::Ping(payload) => {
-            pongs.push(frame::pong(payload));
+            session.conn.send(frame::pong(payload));
             ControlFlow::Continue(())
         }
         Message::Pong => ControlFlow::Continue(()),
@@ -283,16 +288,10 @@ async fn decode(
             pusher_error: false,
         });
     }
-    if let Some(exit) = exit {
-        return ControlFlow::Break(exit);
+    match exit {
+        Some(exit) => ControlFlow::Break(exit),
+        None => ControlFlow::Continue(()),
     }
-    // Control-frame answers bypass the outbox: they are tiny and must not count against it.
-    for p in &pongs {
-        if stream.write_all(p).await.is_err() {
-            return ControlFlow::Break(Exit::Gone);
-        }
-    }
-    ControlFlow::Continue(())
 }
 
 /// Reads what is available into `inbuf` through a stack buffer.

@@ -106,6 +106,17 @@ impl Session {
                 return self.subscription_error(&s.channel, "InvalidChannel", &e.to_string(), 400)
             }
         };
+        let max_subs = limits.max_subscriptions_per_connection;
+        if self.subscriptions.len() >= max_subs
+            && !self.subscriptions.contains_key(channel.as_str())
+        {
+            return self.subscription_error(
+                &s.channel,
+                "LimitReached",
+                &format!("a connection may join at most {max_subs} channels"),
+                403,
+            );
+        }
         let socket_id = &self.conn.socket_id;
         let mut presence = None;
         match channel.kind() {
@@ -158,13 +169,14 @@ impl Session {
                 if channel.kind().needs_auth() {
                     self.authorized = true;
                 }
-                self.subscriptions.insert(
-                    channel.as_str().into(),
-                    Subscription {
+                // A repeated subscribe keeps the identity the socket first joined with, which
+                // is the one the roster holds.
+                self.subscriptions
+                    .entry(channel.as_str().into())
+                    .or_insert(Subscription {
                         name: channel,
                         user_id: presence.map(|p| p.user_id),
-                    },
-                );
+                    });
             }
             Err(JoinError::PresenceFull(_)) => {
                 self.subscription_error(&s.channel, "LimitReached", "presence channel is full", 403)
