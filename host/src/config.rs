@@ -218,6 +218,9 @@ pub struct WebhookSettings {
     pub timeout_ms: u64,
     /// Webhook events waiting to be sent before new ones are dropped (and counted). Default 10000.
     pub queue: usize,
+    /// Batches being delivered or retried at once; beyond it new batches are dropped (and
+    /// counted). Default 1000.
+    pub max_in_flight: usize,
 }
 
 impl Default for WebhookSettings {
@@ -229,6 +232,7 @@ impl Default for WebhookSettings {
             retry_for_secs: 300,
             timeout_ms: 5000,
             queue: 10_000,
+            max_in_flight: 1000,
         }
     }
 }
@@ -454,6 +458,7 @@ impl Config {
             ),
             ("webhooks.batch_max", self.webhooks.batch_max as u64),
             ("webhooks.queue", self.webhooks.queue as u64),
+            ("webhooks.max_in_flight", self.webhooks.max_in_flight as u64),
         ];
         for (key, v) in positive {
             if v == 0 {

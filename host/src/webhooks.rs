@@ -254,6 +254,11 @@ fn dispatch(
     }
     for ((_, i), (app, events)) in batches {
         for chunk in events.chunks(settings.batch_max) {
+            // Deliveries retrying against a dead endpoint must not pile up without bound.
+            if inflight.len() >= settings.max_in_flight {
+                Metrics::add(&metrics.webhooks_dropped, chunk.len() as u64);
+                continue;
+            }
             let body = json!({"time_ms": now_ms(), "events": chunk}).to_string();
             let url = app.webhooks[i].url.clone();
             let signature = auth::sign(&app.secret, body.as_bytes());

@@ -126,6 +126,7 @@ test('bad requests are 400, oversize data 413, unknown apps 404, disabled apps 4
   await check(signed('POST', '/apps/app-id/events', JSON.stringify({ name: 'e', channels: Array.from({ length: 101 }, (_, i) => `c${i}`), data: 'd' })), 400);
   await check(signed('POST', '/apps/app-id/events', JSON.stringify({ name: 'e', channel: 'c', data: 'd', socket_id: 'abc' })), 400);
   await check(signed('POST', '/apps/app-id/events', JSON.stringify({ name: 'e', channel: 'c', data: 'x'.repeat(10241) })), 413);
+  await check(signed('POST', '/apps/app-id/batch_events', JSON.stringify({ batch: [{ name: 'e', channels: ['a', 'b'], data: 'd' }] })), 400);
   await check(signed('POST', '/apps/nope/events', '{}'), 404);
   await check(signed('POST', '/apps/disabled/events', JSON.stringify({ name: 'e', channel: 'c', data: 'd' }), { key: 'disabled-key', secret: 'disabled-secret' }), 403);
   await check(signed('GET', '/apps/app-id/nothing-here'), 404);

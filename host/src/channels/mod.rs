@@ -63,10 +63,13 @@ impl App {
         except: Option<u64>,
     ) -> usize {
         let frame = frame::text(&messages::string_event(event, Some(channel.as_str()), data));
-        if channel.is_cache() {
-            self.cache.put(channel.as_str(), frame.clone(), data);
-        }
-        let n = self.registry.publish(channel.as_str(), &frame, except);
+        let n = self
+            .registry
+            .publish_then(channel.as_str(), &frame, except, || {
+                if channel.is_cache() {
+                    self.cache.put(channel.as_str(), frame.clone(), data);
+                }
+            });
         self.count_out(n, frame.len());
         n
     }

@@ -207,7 +207,20 @@ impl Registry {
 
     /// Queues `frame` to every subscriber of `channel` except `except`. Returns deliveries.
     pub fn publish(&self, channel: &str, frame: &Bytes, except: Option<u64>) -> usize {
+        self.publish_then(channel, frame, except, || {})
+    }
+
+    /// Like `publish`, running `locked` first while subscribers cannot join: a cache write
+    /// done there is seen by exactly the subscribers that miss the broadcast.
+    pub fn publish_then(
+        &self,
+        channel: &str,
+        frame: &Bytes,
+        except: Option<u64>,
+        locked: impl FnOnce(),
+    ) -> usize {
         let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        locked();
         match map.get(channel) {
             Some(entry) => broadcast(entry, frame, except),
             None => 0,

@@ -176,6 +176,9 @@ impl Api<'_> {
         if b.batch.len() > max {
             return Err(bad(format!("more than {max} events in one batch")));
         }
+        if b.batch.iter().any(|e| e.channels.is_some()) {
+            return Err(bad("batch events name one `channel` each, not `channels`"));
+        }
         let checked = b
             .batch
             .into_iter()

@@ -96,10 +96,16 @@ impl HostState {
         }
     }
 
+    /// A fresh handle: never 0, never one still naming a live socket or timer (after 2^32
+    /// handles the counter wraps).
     fn next(&mut self) -> u32 {
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1).max(1);
-        id
+        loop {
+            let id = self.next_id;
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            if !self.sockets.contains_key(&id) && !self.timers.contains_key(&id) {
+                return id;
+            }
+        }
     }
 
     /// Whether an I/O event is still wanted: its socket or timer is live. Forgets a socket on

@@ -23,7 +23,13 @@ pub enum Job {
     Health(oneshot::Sender<HealthStatus>),
     /// Call `shutdown` and end.
     Shutdown,
+    /// Nothing to do but look at the control list (see `Control`).
+    Wake,
 }
+
+/// Subscribe and unsubscribe requests, kept apart from the bounded job queue so a queue full
+/// of publishes can never drop them. The thread drains the list before every job.
+pub type Control = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Job>>>;
 
 /// Results of host-owned I/O, delivered to the guest's callbacks.
 #[derive(Debug)]
@@ -45,6 +51,7 @@ pub enum Exit {
 /// A running incarnation, as its supervisor sees it.
 pub struct Incarnation {
     pub jobs: mpsc::Sender<Job>,
+    pub control: Control,
     /// Resolves once `init` succeeded or failed.
     pub ready: oneshot::Receiver<Result<(), Failure>>,
     /// Resolves when the thread ends.
@@ -61,8 +68,18 @@ pub fn spawn(
     let (exit_tx, exit_rx) = oneshot::channel();
     let name = format!("adapter-{}", shared.name);
     let io_jobs = jobs_tx.clone();
+    let control = Control::default();
+    let thread_control = control.clone();
     let spawned = std::thread::Builder::new().name(name).spawn(move || {
-        let exit = run(pre, shared, config_json, io_jobs, jobs_rx, ready_tx);
+        let exit = run(
+            pre,
+            shared,
+            config_json,
+            io_jobs,
+            jobs_rx,
+            thread_control,
+            ready_tx,
+        );
         let _ = exit_tx.send(exit);
     });
     if let Err(e) = spawned {
@@ -71,6 +88,7 @@ pub fn spawn(
     }
     Incarnation {
         jobs: jobs_tx,
+        control,
         ready: ready_rx,
         exit: exit_rx,
     }
@@ -102,6 +120,7 @@ fn run(
     config_json: String,
     io_jobs: mpsc::Sender<Job>,
     mut jobs: mpsc::Receiver<Job>,
+    control: Control,
     ready: oneshot::Sender<Result<(), Failure>>,
 ) -> Exit {
     let limits = shared.limits.clone();
@@ -134,7 +153,15 @@ fn run(
 
     let mut held: Option<Job> = None;
     loop {
-        let Some(job) = held.take().or_else(|| jobs.blocking_recv()) else {
+        let pending_control = control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front();
+        let next = match pending_control {
+            Some(c) => Some(c),
+            None => held.take().or_else(|| jobs.blocking_recv()),
+        };
+        let Some(job) = next else {
             return Exit::Stopped;
         };
         store.set_epoch_deadline(ticks);
@@ -193,6 +220,7 @@ fn run(
                 let _ = api.call_shutdown(&mut store);
                 return Exit::Stopped;
             }
+            Job::Wake => continue,
         };
         match outcome {
             Ok(Ok(())) => {}

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use super::bindings::{BackplaneAdapterPre, HealthStatus};
 use super::error::Failure;
 use super::host_impl::{Shared, StoreState};
-use super::instance::{self, Exit, Job};
+use super::instance::{self, Control, Exit, Job};
 use crate::backplane::{Backplane, BackplaneStatus};
 use crate::config::RestartPolicy;
 
@@ -25,8 +25,8 @@ pub struct Supervised {
 
 struct Inner {
     shared: Shared,
-    /// The live incarnation's queue; `None` while (re)starting or failed.
-    current: RwLock<Option<mpsc::Sender<Job>>>,
+    /// The live incarnation's queue and control list; `None` while (re)starting or failed.
+    current: RwLock<Option<(mpsc::Sender<Job>, Control)>>,
     /// Every topic the node wants, replayed into each new incarnation.
     subscriptions: Mutex<BTreeSet<String>>,
     status: Mutex<BackplaneStatus>,
@@ -55,8 +55,23 @@ impl Supervised {
     fn send(&self, job: Job) -> bool {
         let current = self.inner.current.read().unwrap_or_else(|e| e.into_inner());
         match current.as_ref() {
-            Some(tx) => tx.try_send(job).is_ok(),
+            Some((tx, _)) => tx.try_send(job).is_ok(),
             None => false,
+        }
+    }
+
+    /// Hands a subscribe or unsubscribe to the live incarnation without a chance of loss: it
+    /// goes on the control list, and a `Wake` is queued (when the queue is full the thread is
+    /// busy and will look at the list before its next job anyway). With no live incarnation
+    /// the next one's replay covers it.
+    fn control(&self, job: Job) {
+        let current = self.inner.current.read().unwrap_or_else(|e| e.into_inner());
+        if let Some((tx, control)) = current.as_ref() {
+            control
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(job);
+            let _ = tx.try_send(Job::Wake);
         }
     }
 
@@ -113,8 +128,7 @@ impl Backplane for Supervised {
             .unwrap_or_else(|e| e.into_inner())
             .insert(topic.to_owned());
         if fresh {
-            // Dropped when restarting: the replay covers it.
-            self.send(Job::Subscribe(topic.to_owned()));
+            self.control(Job::Subscribe(topic.to_owned()));
         }
     }
 
@@ -126,7 +140,7 @@ impl Backplane for Supervised {
             .unwrap_or_else(|e| e.into_inner())
             .remove(topic);
         if was {
-            self.send(Job::Unsubscribe(topic.to_owned()));
+            self.control(Job::Unsubscribe(topic.to_owned()));
         }
     }
 
@@ -163,7 +177,8 @@ async fn supervise(
             Ok(()) => {
                 // Make the incarnation current first, then replay: a subscribe racing with
                 // the replay then reaches it either way (subscribe is idempotent).
-                *inner.current.write().unwrap_or_else(|e| e.into_inner()) = Some(inc.jobs.clone());
+                *inner.current.write().unwrap_or_else(|e| e.into_inner()) =
+                    Some((inc.jobs.clone(), inc.control.clone()));
                 let topics: Vec<String> = inner
                     .subscriptions
                     .lock()
