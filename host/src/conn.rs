@@ -2,15 +2,19 @@
 //! bounded outbox. The connection's own task drains the outbox (see `ws::connection`).
 //!
 //! The outbox is a `Vec` behind a std `Mutex` (never held across an await), swapped whole with
-//! the task's write buffer, plus the task's waker. A delivery costs one uncontended lock and,
-//! only when the outbox was empty, one wake-up: cheaper than a general-purpose channel, and
-//! close requests ride on the same lock so the task polls one thing, not three.
+//! the task's write buffer, plus the task's waker. Close requests ride on the same lock.
+//!
+//! Fast path: when nothing is queued and nobody is writing, `send` writes the frame to the
+//! socket itself with one non-blocking `write`, on the publishing thread: no task wake-up, no
+//! poll, just the syscall. Whatever does not fit goes to the outbox and the task finishes it.
+//! The `direct` and `task_busy` flags keep exactly one writer at a time, so frames stay in order.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use tokio::net::TcpStream;
 
 use crate::protocol::ErrorCode;
 
@@ -20,6 +24,12 @@ static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug, Default)]
 struct Outbox {
     frames: Vec<Bytes>,
+    /// A publisher is writing to the socket on the fast path right now.
+    direct: bool,
+    /// The task holds a batch from `poll_work` and has not called `write_done` yet.
+    task_busy: bool,
+    /// The socket, for the fast path; `None` before `attach` and after `end`.
+    stream: Option<Arc<TcpStream>>,
     /// Set once when someone asks the connection to close; the first request wins.
     close: Option<(ErrorCode, String)>,
     /// The connection's task has ended; nothing will read the outbox again.
@@ -96,14 +106,59 @@ impl Conn {
             }
             return Sent::Overflow;
         }
+        if !ob.direct && !ob.task_busy && ob.frames.is_empty() && ob.close.is_none() {
+            if let Some(stream) = ob.stream.clone() {
+                ob.direct = true;
+                drop(ob);
+                return self.write_direct(&stream, frame);
+            }
+        }
         ob.frames.push(frame);
-        // Only the empty → non-empty edge needs a wake-up; later frames ride along.
-        let waker = (ob.frames.len() == 1).then(|| ob.waker.take()).flatten();
+        // Only the empty → non-empty edge needs a wake-up; later frames ride along. While
+        // someone is writing, they look at the outbox when done.
+        let waker = (ob.frames.len() == 1 && !ob.direct && !ob.task_busy)
+            .then(|| ob.waker.take())
+            .flatten();
         drop(ob);
         if let Some(w) = waker {
             w.wake();
         }
         Sent::Queued
+    }
+
+    /// The fast path, entered with `direct` set: one non-blocking write; a remainder (socket
+    /// full) goes to the front of the outbox for the task.
+    fn write_direct(&self, stream: &TcpStream, frame: Bytes) -> Sent {
+        let rest = match stream.try_write(&frame) {
+            Ok(n) if n == frame.len() => None,
+            Ok(n) => Some(frame.slice(n..)),
+            // WouldBlock, or a broken socket the task will discover: hand the frame over.
+            Err(_) => Some(frame),
+        };
+        let mut ob = self.lock();
+        ob.direct = false;
+        if let Some(rest) = rest {
+            ob.frames.insert(0, rest);
+        }
+        // Frames queued behind our write, or the remainder, are the task's to send now.
+        let waker = (!ob.frames.is_empty() || ob.close.is_some())
+            .then(|| ob.waker.take())
+            .flatten();
+        drop(ob);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Sent::Queued
+    }
+
+    /// Gives the fast path its socket; called once, before the connection is shared.
+    pub fn attach(&self, stream: Arc<TcpStream>) {
+        self.lock().stream = Some(stream);
+    }
+
+    /// For the connection's task after it wrote what `poll_work` handed it.
+    pub fn write_done(&self) {
+        self.lock().task_busy = false;
     }
 
     /// Asks the connection's task to send `pusher:error` and close with `code`. The first
@@ -125,14 +180,19 @@ impl Conn {
     /// reports a close request; registers the task's waker when there is nothing to do.
     pub fn poll_work(&self, cx: &mut Context<'_>, buf: &mut Vec<Bytes>) -> Poll<Work> {
         let mut ob = self.lock();
-        if !ob.frames.is_empty() {
-            std::mem::swap(&mut ob.frames, buf);
-        }
-        if let Some((code, reason)) = ob.close.clone() {
-            return Poll::Ready(Work::Close(code, reason));
-        }
-        if !buf.is_empty() {
-            return Poll::Ready(Work::Frames);
+        // A publisher is mid-write on the fast path: it wakes us when done.
+        if !ob.direct {
+            if !ob.frames.is_empty() {
+                std::mem::swap(&mut ob.frames, buf);
+            }
+            if let Some((code, reason)) = ob.close.clone() {
+                return Poll::Ready(Work::Close(code, reason));
+            }
+            if !buf.is_empty() {
+                // Until `write_done`, publishers queue behind this batch.
+                ob.task_busy = true;
+                return Poll::Ready(Work::Frames);
+            }
         }
         match &ob.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
@@ -157,12 +217,20 @@ impl Conn {
         std::mem::take(&mut self.lock().frames)
     }
 
-    /// Marks the task as gone and hands back anything still queued.
+    /// Marks the task as gone and hands back anything still queued. Waits out a fast-path
+    /// write in progress (one non-blocking syscall), so nothing else touches the socket after.
     pub fn end(&self) -> Vec<Bytes> {
-        let mut ob = self.lock();
-        ob.ended = true;
-        ob.waker = None;
-        std::mem::take(&mut ob.frames)
+        loop {
+            let mut ob = self.lock();
+            if !ob.direct {
+                ob.ended = true;
+                ob.waker = None;
+                ob.stream = None;
+                return std::mem::take(&mut ob.frames);
+            }
+            drop(ob);
+            std::thread::yield_now();
+        }
     }
 }
 

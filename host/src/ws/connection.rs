@@ -55,7 +55,7 @@ enum Event {
 
 /// Runs the connection until it ends. `pre_read` holds bytes already read past the handshake.
 pub async fn run(
-    mut stream: TcpStream,
+    stream: Arc<TcpStream>,
     pre_read: Bytes,
     mut session: Session,
     timeouts: Timeouts,
@@ -112,10 +112,11 @@ pub async fn run(
         match event {
             Event::Work(Work::Frames) => {
                 if let Err(exit) =
-                    write_or_abort(&mut stream, &mut batch, &conn, &metrics, timeouts.pong).await
+                    write_or_abort(&stream, &mut batch, &conn, &metrics, timeouts.pong).await
                 {
                     break exit;
                 }
+                conn.write_done();
             }
             Event::Work(Work::Close(code, reason)) => {
                 if code == ErrorCode::OverCapacity {
@@ -192,18 +193,21 @@ pub async fn run(
             batch.push(frame::text(&messages::error(&reason, Some(code))));
         }
         batch.push(frame::close(code, &reason));
-        let _ = tokio::time::timeout(Duration::from_secs(2), write_batch(&mut stream, &mut batch))
-            .await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), write_batch(&stream, &mut batch)).await;
         // Finish the closing handshake: half-close, then read until the peer's close frame and
-        // EOF arrive, so it sees an orderly close rather than a reset.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            let _ = stream.shutdown().await;
-            let mut sink = [0u8; 512];
-            while matches!(tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await, Ok(n) if n > 0)
-            {
-            }
-        })
-        .await;
+        // EOF arrive, so it sees an orderly close rather than a reset. `end` took the outbox's
+        // handle, so this task holds the only one.
+        if let Ok(mut stream) = Arc::try_unwrap(stream) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let _ = stream.shutdown().await;
+                let mut sink = [0u8; 512];
+                while matches!(tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await, Ok(n) if n > 0)
+                {
+                }
+            })
+            .await;
+        }
     }
     metrics.connections.fetch_sub(1, Ordering::Relaxed);
 }
@@ -213,7 +217,7 @@ pub async fn run(
 /// taken a byte for `stall` (a client that stopped reading on a quiet channel), the socket is
 /// dropped: a half-written frame leaves no clean way to send a close frame.
 async fn write_or_abort(
-    stream: &mut TcpStream,
+    stream: &TcpStream,
     batch: &mut Vec<Bytes>,
     conn: &Arc<Conn>,
     metrics: &Metrics,
@@ -316,34 +320,41 @@ fn read_some(stream: &TcpStream, inbuf: &mut Vec<u8>) -> io::Result<usize> {
 }
 
 /// Writes every frame in `batch`: a plain write for one frame, vectored writes for several
-/// (one syscall when the socket has room). Leaves `batch` empty on success.
-async fn write_batch(stream: &mut TcpStream, batch: &mut Vec<Bytes>) -> io::Result<()> {
-    if let [single] = batch.as_slice() {
-        stream.write_all(single).await?;
-    } else {
-        let mut idx = 0;
-        let mut off = 0;
-        while idx < batch.len() {
+/// (one syscall when the socket has room), waiting for writability in between. Leaves `batch`
+/// empty on success.
+async fn write_batch(stream: &TcpStream, batch: &mut Vec<Bytes>) -> io::Result<()> {
+    let mut idx = 0;
+    let mut off = 0;
+    while idx < batch.len() {
+        let result = if batch.len() - idx == 1 {
+            stream.try_write(&batch[idx][off..])
+        } else {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
             for (i, f) in batch[idx..].iter().take(MAX_IOV).enumerate() {
                 slices[i] = IoSlice::new(if i == 0 { &f[off..] } else { &f[..] });
                 n += 1;
             }
-            let mut written = stream.write_vectored(&slices[..n]).await?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+            stream.try_write_vectored(&slices[..n])
+        };
+        let mut written = match result {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                stream.writable().await?;
+                continue;
             }
-            while written > 0 {
-                let left = batch[idx].len() - off;
-                if written >= left {
-                    written -= left;
-                    idx += 1;
-                    off = 0;
-                } else {
-                    off += written;
-                    written = 0;
-                }
+            Err(e) => return Err(e),
+        };
+        while written > 0 {
+            let left = batch[idx].len() - off;
+            if written >= left {
+                written -= left;
+                idx += 1;
+                off = 0;
+            } else {
+                off += written;
+                written = 0;
             }
         }
     }

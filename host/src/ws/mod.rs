@@ -150,7 +150,9 @@ async fn start(
 ) {
     let cfg = &state.config.server;
     let metrics = state.hub.metrics.clone();
+    let stream = Arc::new(stream);
     let conn = Arc::new(Conn::new(state.hub.node_id, cfg.outbound_queue));
+    conn.attach(stream.clone());
     app.connections.fetch_add(1, Ordering::Relaxed);
     metrics.connections.fetch_add(1, Ordering::Relaxed);
     Metrics::inc(&metrics.connections_total);
