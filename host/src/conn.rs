@@ -278,4 +278,61 @@ mod tests {
         conn.end();
         assert_eq!(conn.send(Bytes::from_static(b"f")), Sent::Gone);
     }
+
+    /// The fast path and the task's path interleave under load and the bytes still arrive in
+    /// order: 20 MB through a reader that starts late, so many writes hit a full socket.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn direct_and_queued_writes_keep_order() {
+        use std::future::poll_fn;
+        use tokio::io::AsyncReadExt;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let server = Arc::new(server);
+        let conn = Arc::new(Conn::new(1, 1 << 20));
+        conn.attach(server.clone());
+        // The connection task, reduced to its writing part.
+        let task_conn = conn.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            loop {
+                match poll_fn(|cx| task_conn.poll_work(cx, &mut buf)).await {
+                    Work::Frames => {
+                        for f in buf.drain(..) {
+                            let mut off = 0;
+                            while off < f.len() {
+                                match server.try_write(&f[off..]) {
+                                    Ok(n) => off += n,
+                                    Err(_) => server.writable().await.unwrap(),
+                                }
+                            }
+                        }
+                        task_conn.write_done();
+                    }
+                    Work::Close(..) => return,
+                }
+            }
+        });
+        const N: u32 = 20_000;
+        let sender = conn.clone();
+        let producer = std::thread::spawn(move || {
+            for i in 0..N {
+                let mut frame = i.to_be_bytes().to_vec();
+                frame.resize(1024, b'.');
+                assert_eq!(sender.send(Bytes::from(frame)), Sent::Queued);
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut frame = vec![0u8; 1024];
+        for i in 0..N {
+            client.read_exact(&mut frame).await.unwrap();
+            assert_eq!(u32::from_be_bytes(frame[..4].try_into().unwrap()), i);
+        }
+        producer.join().unwrap();
+        conn.close(ErrorCode::ReconnectImmediately, "done");
+        task.await.unwrap();
+    }
 }
