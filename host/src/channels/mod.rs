@@ -62,16 +62,51 @@ impl App {
         data: &str,
         except: Option<u64>,
     ) -> usize {
-        let frame = frame::text(&messages::string_event(event, Some(channel.as_str()), data));
-        let n = self
-            .registry
-            .publish_then(channel.as_str(), &frame, except, || {
-                if channel.is_cache() {
-                    self.cache.put(channel.as_str(), frame.clone(), data);
-                }
-            });
-        self.count_out(n, frame.len());
-        n
+        self.publish_many(channel, &[(event, data)], except)
+    }
+
+    /// Publishes several events to one channel as one shared buffer of back-to-back frames,
+    /// so each subscriber gets them in a single write. Returns deliveries (events × sockets).
+    pub fn publish_many(
+        &self,
+        channel: &ChannelName,
+        events: &[(&str, &str)],
+        except: Option<u64>,
+    ) -> usize {
+        let Some(&(last_event, last_data)) = events.last() else {
+            return 0;
+        };
+        let name = channel.as_str();
+        let last = frame::text(&messages::string_event(last_event, Some(name), last_data));
+        let combined = if events.len() == 1 {
+            last.clone()
+        } else {
+            let mut buf = Vec::new();
+            for (event, data) in &events[..events.len() - 1] {
+                buf.extend_from_slice(&frame::text(&messages::string_event(
+                    event,
+                    Some(name),
+                    data,
+                )));
+            }
+            buf.extend_from_slice(&last);
+            Bytes::from(buf)
+        };
+        let sockets = self.registry.publish_then(name, &combined, except, || {
+            // Only the last event is cached.
+            if channel.is_cache() {
+                self.cache.put(name, last.clone(), last_data);
+            }
+        });
+        Metrics::add(
+            &self.metrics.ws_messages_out,
+            (sockets * events.len()) as u64,
+        );
+        Metrics::add(
+            &self.metrics.ws_bytes_out,
+            (sockets * combined.len()) as u64,
+        );
+        sockets * events.len()
     }
 
     /// Counts `n` deliveries of a `len`-byte frame.

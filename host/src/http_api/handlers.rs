@@ -135,6 +135,11 @@ impl Api<'_> {
             self.app.publish(channel, &ev.name, &ev.data, ev.except);
             Metrics::inc(&self.hub.metrics.http_events);
         }
+        self.info(ev)
+    }
+
+    /// The `info` attributes an event asked for, per channel.
+    fn info(&self, ev: &Checked) -> Value {
         if ev.info.is_empty() {
             return json!({});
         }
@@ -185,12 +190,37 @@ impl Api<'_> {
             .map(|e| self.check(e))
             .collect::<Result<Vec<_>, _>>()?;
         let any_info = checked.iter().any(|c| !c.info.is_empty());
+        // Consecutive events for the same channel (and the same excluded socket) go out as one
+        // buffer, so each subscriber gets them in one write.
+        let mut i = 0;
+        while i < checked.len() {
+            let head = &checked[i];
+            let mut j = i + 1;
+            while j < checked.len()
+                && checked[j].channels == head.channels
+                && checked[j].except == head.except
+            {
+                j += 1;
+            }
+            let events: Vec<(&str, &str)> = checked[i..j]
+                .iter()
+                .map(|c| (c.name.as_str(), c.data.as_str()))
+                .collect();
+            for channel in &head.channels {
+                self.app.publish_many(channel, &events, head.except);
+            }
+            Metrics::add(
+                &self.hub.metrics.http_events,
+                ((j - i) * head.channels.len()) as u64,
+            );
+            i = j;
+        }
         let results: Vec<Value> = checked
             .iter()
             .map(|c| {
-                let r = self.publish(c);
                 // Batch answers carry each event's attributes for its single channel.
-                match r
+                match self
+                    .info(c)
                     .get("channels")
                     .and_then(|m| m.as_object())
                     .and_then(|m| m.values().next())
