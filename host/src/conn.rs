@@ -28,8 +28,6 @@ struct Outbox {
     direct: bool,
     /// The task holds a batch from `poll_work` and has not called `write_done` yet.
     task_busy: bool,
-    /// The socket, for the fast path; `None` before `attach` and after `end`.
-    stream: Option<Arc<TcpStream>>,
     /// Set once when someone asks the connection to close; the first request wins.
     close: Option<(ErrorCode, String)>,
     /// The connection's task has ended; nothing will read the outbox again.
@@ -46,6 +44,9 @@ pub struct Conn {
     pub socket_id: Box<str>,
     capacity: usize,
     outbox: Mutex<Outbox>,
+    /// The socket, for the fast path; set once by `attach`. Outside the lock so a direct
+    /// write borrows it without a refcount round trip; `ended` (under the lock) stops its use.
+    stream: std::sync::OnceLock<Arc<TcpStream>>,
 }
 
 /// What `Conn::send` did with a frame.
@@ -76,6 +77,7 @@ impl Conn {
             socket_id: format!("{node_id}.{id}").into(),
             capacity,
             outbox: Mutex::new(Outbox::default()),
+            stream: std::sync::OnceLock::new(),
         }
     }
 
@@ -87,6 +89,12 @@ impl Conn {
     /// Queues one pre-encoded frame without waiting. A full outbox means the client cannot keep
     /// up: rather than grow memory, the connection is closed with 4100 so it backs off.
     pub fn send(&self, frame: Bytes) -> Sent {
+        self.send_ref(&frame)
+    }
+
+    /// `send` for a frame shared across many sockets: the bytes are only cloned (a refcount
+    /// bump) when they have to wait in the outbox.
+    pub fn send_ref(&self, frame: &Bytes) -> Sent {
         let mut ob = self.lock();
         if ob.ended {
             return Sent::Gone;
@@ -107,13 +115,13 @@ impl Conn {
             return Sent::Overflow;
         }
         if !ob.direct && !ob.task_busy && ob.frames.is_empty() && ob.close.is_none() {
-            if let Some(stream) = ob.stream.clone() {
+            if let Some(stream) = self.stream.get() {
                 ob.direct = true;
                 drop(ob);
-                return self.write_direct(&stream, frame);
+                return self.write_direct(stream, frame);
             }
         }
-        ob.frames.push(frame);
+        ob.frames.push(frame.clone());
         // Only the empty → non-empty edge needs a wake-up; later frames ride along. While
         // someone is writing, they look at the outbox when done.
         let waker = (ob.frames.len() == 1 && !ob.direct && !ob.task_busy)
@@ -128,12 +136,12 @@ impl Conn {
 
     /// The fast path, entered with `direct` set: one non-blocking write; a remainder (socket
     /// full) goes to the front of the outbox for the task.
-    fn write_direct(&self, stream: &TcpStream, frame: Bytes) -> Sent {
-        let rest = match stream.try_write(&frame) {
+    fn write_direct(&self, stream: &TcpStream, frame: &Bytes) -> Sent {
+        let rest = match stream.try_write(frame) {
             Ok(n) if n == frame.len() => None,
             Ok(n) => Some(frame.slice(n..)),
             // WouldBlock, or a broken socket the task will discover: hand the frame over.
-            Err(_) => Some(frame),
+            Err(_) => Some(frame.clone()),
         };
         let mut ob = self.lock();
         ob.direct = false;
@@ -153,7 +161,7 @@ impl Conn {
 
     /// Gives the fast path its socket; called once, before the connection is shared.
     pub fn attach(&self, stream: Arc<TcpStream>) {
-        self.lock().stream = Some(stream);
+        let _ = self.stream.set(stream);
     }
 
     /// For the connection's task after it wrote what `poll_work` handed it.
@@ -225,7 +233,6 @@ impl Conn {
             if !ob.direct {
                 ob.ended = true;
                 ob.waker = None;
-                ob.stream = None;
                 return std::mem::take(&mut ob.frames);
             }
             drop(ob);

@@ -271,7 +271,7 @@ fn broadcast(channel: &Channel, frame: &Bytes, except: Option<u64>) -> usize {
         if Some(*id) == except {
             continue;
         }
-        if sub.conn.send(frame.clone()) == Sent::Queued {
+        if sub.conn.send_ref(frame) == Sent::Queued {
             delivered += 1;
         }
     }

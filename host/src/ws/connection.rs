@@ -14,7 +14,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 
@@ -196,18 +195,23 @@ pub async fn run(
         let _ =
             tokio::time::timeout(Duration::from_secs(2), write_batch(&stream, &mut batch)).await;
         // Finish the closing handshake: half-close, then read until the peer's close frame and
-        // EOF arrive, so it sees an orderly close rather than a reset. `end` took the outbox's
-        // handle, so this task holds the only one.
-        if let Ok(mut stream) = Arc::try_unwrap(stream) {
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                let _ = stream.shutdown().await;
-                let mut sink = [0u8; 512];
-                while matches!(tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await, Ok(n) if n > 0)
-                {
+        // EOF arrive, so it sees an orderly close rather than a reset.
+        let _ = socket2::SockRef::from(&*stream).shutdown(std::net::Shutdown::Write);
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let mut sink = [0u8; 512];
+            loop {
+                if stream.readable().await.is_err() {
+                    break;
                 }
-            })
-            .await;
-        }
+                match stream.try_read(&mut sink) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
+                }
+            }
+        })
+        .await;
     }
     metrics.connections.fetch_sub(1, Ordering::Relaxed);
 }
