@@ -295,19 +295,22 @@ async fn a_delivery_flood_is_bounded_and_counted() {
     assert_eq!(next(&mut r, "t").await.payload, "fine");
 }
 
+/// Starts the fixture with a config that makes every incarnation fail, and waits until the
+/// supervisor gives up.
+async fn start_failing(mode: &str) -> (Running, BackplaneStatus) {
+    let mut cfg = config("fixture");
+    cfg.config = serde_json::json!({ "mode": mode });
+    let runtime = Runtime::new(None).unwrap();
+    let (tx, rx) = mpsc::channel(16);
+    let (sup, metrics) = runtime.start(&cfg, "n", tx).unwrap();
+    let r = Running { sup, metrics, rx };
+    let s = wait_status(&r, |s| matches!(s, BackplaneStatus::Failed(_))).await;
+    (r, s)
+}
+
 #[tokio::test]
 async fn a_crash_loop_ends_in_the_failed_state() {
-    let mut cfg = config("fixture");
-    cfg.config = serde_json::json!({"mode": "panic-on-init"});
-    let runtime = Runtime::new(None).unwrap();
-    let (tx, _rx) = mpsc::channel(16);
-    let (sup, metrics) = runtime.start(&cfg, "n", tx).unwrap();
-    let r = Running {
-        sup,
-        metrics,
-        rx: mpsc::channel(1).1,
-    };
-    let s = wait_status(&r, |s| matches!(s, BackplaneStatus::Failed(_))).await;
+    let (r, s) = start_failing("panic-on-init").await;
     assert!(
         matches!(s, BackplaneStatus::Failed(ref why) if why.contains("3 failures")),
         "{s:?}"
@@ -320,17 +323,7 @@ async fn a_crash_loop_ends_in_the_failed_state() {
 
 #[tokio::test]
 async fn a_rejected_config_fails_at_once() {
-    let mut cfg = config("fixture");
-    cfg.config = serde_json::json!({"mode": "bad-config"});
-    let runtime = Runtime::new(None).unwrap();
-    let (tx, _rx) = mpsc::channel(16);
-    let (sup, metrics) = runtime.start(&cfg, "n", tx).unwrap();
-    let r = Running {
-        sup,
-        metrics,
-        rx: mpsc::channel(1).1,
-    };
-    let s = wait_status(&r, |s| matches!(s, BackplaneStatus::Failed(_))).await;
+    let (r, s) = start_failing("bad-config").await;
     assert!(
         matches!(s, BackplaneStatus::Failed(ref why) if why.contains("config")),
         "{s:?}"
