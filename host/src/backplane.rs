@@ -4,6 +4,13 @@
 
 use bytes::Bytes;
 
+/// A message the backplane received on a topic this node subscribed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub topic: String,
+    pub payload: Bytes,
+}
+
 pub trait Backplane: Send + Sync + 'static {
     /// Sends `payload` to every node subscribed to `topic`. Never blocks; may drop (counted).
     fn publish(&self, topic: &str, payload: Bytes);

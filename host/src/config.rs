@@ -30,6 +30,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
     pub adapter: AdapterConfig,
+    pub cluster: ClusterConfig,
     pub webhooks: WebhookSettings,
     pub apps: Vec<AppConfig>,
 }
@@ -40,6 +41,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             log: LogConfig::default(),
             adapter: AdapterConfig::default(),
+            cluster: ClusterConfig::default(),
             webhooks: WebhookSettings::default(),
             apps: vec![AppConfig::default()],
         }
@@ -143,6 +145,40 @@ impl Default for AdapterConfig {
 }
 
 /// The sandbox around each adapter instance.
+/// How nodes cooperate once an adapter joins them. Ignored with the `local` adapter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `broadcast` (one topic per app: every node receives every event, the default) or
+    /// `interest` (one topic per channel, subscribed only while this node has subscribers).
+    pub routing: Routing,
+    /// Milliseconds between this node's heartbeats. Default 1000.
+    pub heartbeat_interval_ms: u64,
+    /// A node silent this long counts as dead: its presence members are removed. Default 3000.
+    pub node_timeout_ms: u64,
+    /// How long a cross-node query (channel lists and counts) waits for every node before it
+    /// answers with what it has. Default 1000.
+    pub query_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            routing: Routing::Broadcast,
+            heartbeat_interval_ms: 1000,
+            node_timeout_ms: 3000,
+            query_timeout_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    Broadcast,
+    Interest,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxLimits {
@@ -413,6 +449,17 @@ impl Config {
                     }
                 }
                 "ADAPTER" => self.adapter.driver = value,
+                "CLUSTER_ROUTING" => {
+                    self.cluster.routing = match value.as_str() {
+                        "broadcast" => Routing::Broadcast,
+                        "interest" => Routing::Interest,
+                        other => {
+                            return Err(invalid(format!(
+                                "expected broadcast or interest, got {other:?}"
+                            )))
+                        }
+                    }
+                }
                 "APP_ID" | "APP_KEY" | "APP_SECRET" => {
                     let app = self
                         .apps
@@ -507,6 +554,22 @@ impl Config {
                     "must be greater than 0",
                 ));
             }
+        }
+        let c = &self.cluster;
+        for (key, v) in [
+            ("heartbeat_interval_ms", c.heartbeat_interval_ms),
+            ("node_timeout_ms", c.node_timeout_ms),
+            ("query_timeout_ms", c.query_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(format!("cluster.{key}"), "must be greater than 0"));
+            }
+        }
+        if c.node_timeout_ms <= c.heartbeat_interval_ms {
+            return Err(invalid(
+                "cluster.node_timeout_ms".into(),
+                "must be longer than cluster.heartbeat_interval_ms",
+            ));
         }
         if a.restart.max_failures == 0 {
             return Err(invalid(

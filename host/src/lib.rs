@@ -8,11 +8,14 @@
 //! - `http_api`: the Pusher REST API.
 //! - `webhooks`: batched, signed, retried webhook delivery.
 //! - `server`: the listener, routing and graceful shutdown.
+//! - `cluster`: everything that crosses nodes: envelopes, presence replication, liveness,
+//!   queries.
 //! - `backplane`: the thin seam to whatever carries traffic between nodes.
 //! - `plugin`: the WebAssembly adapter runtime: loading, sandbox, supervision.
 
 pub mod backplane;
 pub mod channels;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod http_api;

@@ -16,8 +16,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::backplane::Delivery;
 use crate::backplane::{Backplane, BackplaneStatus};
-use crate::channels::Hub;
+use crate::channels::{Hub, Link, NoLink};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::{http_api, webhooks, ws};
@@ -25,11 +27,13 @@ use crate::{http_api, webhooks, ws};
 /// What every request handler shares.
 pub struct State {
     pub config: Config,
-    pub hub: Hub,
+    pub hub: Arc<Hub>,
     /// Turns true when the server begins shutting down.
     pub shutdown: watch::Receiver<bool>,
     /// The WebAssembly adapter, when one is configured.
     pub adapter: Option<LoadedAdapter>,
+    /// The cluster layer, present with an adapter.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// A running adapter and its counters.
@@ -78,7 +82,11 @@ impl Server {
 
     /// Loads the configured adapter component, if any, before serving, so a bad plugin stops
     /// start-up with a clear message rather than failing later.
-    fn start_adapter(config: &Config, node_id: u32) -> Result<Option<LoadedAdapter>, StartError> {
+    #[allow(clippy::type_complexity)]
+    fn start_adapter(
+        config: &Config,
+        node_id: u32,
+    ) -> Result<Option<(LoadedAdapter, tokio::sync::mpsc::Receiver<Delivery>)>, StartError> {
         let a = &config.adapter;
         if a.driver == "local" {
             return Ok(None);
@@ -89,15 +97,16 @@ impl Server {
             .unwrap_or_else(|| a.plugins_dir.join(".cache"));
         let runtime = crate::plugin::Runtime::new(Some(cache))
             .map_err(|e| StartError::Runtime(e.to_string()))?;
-        // Deliveries feed the cluster layer; until it consumes them they are counted and dropped.
-        let (tx, mut rx) = tokio::sync::mpsc::channel(a.limits.queue);
-        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let (tx, rx) = tokio::sync::mpsc::channel(a.limits.queue);
         let (supervised, metrics) = runtime.start(a, &node_id.to_string(), tx)?;
-        Ok(Some(LoadedAdapter {
-            name: a.driver.clone(),
-            supervised,
-            metrics,
-        }))
+        Ok(Some((
+            LoadedAdapter {
+                name: a.driver.clone(),
+                supervised,
+                metrics,
+            },
+            rx,
+        )))
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -115,14 +124,38 @@ impl Server {
             shutdown_rx.clone(),
         );
         let node_id = rand::random::<u32>() >> 1;
-        let hub = Hub::new(&self.config.apps, node_id, metrics.clone(), hooks);
         let grace = Duration::from_secs(self.config.server.shutdown_grace_secs);
-        let adapter = Self::start_adapter(&self.config, node_id)?;
+        let (adapter, deliveries) = match Self::start_adapter(&self.config, node_id)? {
+            Some((a, rx)) => (Some(a), Some(rx)),
+            None => (None, None),
+        };
+        let cluster = adapter.as_ref().map(|a| {
+            Arc::new(Cluster::new(
+                node_id,
+                self.config.cluster.clone(),
+                Arc::new(a.supervised.clone()),
+            ))
+        });
+        let link: Arc<dyn Link> = match &cluster {
+            Some(c) => c.clone(),
+            None => Arc::new(NoLink),
+        };
+        let hub = Arc::new(Hub::new(
+            &self.config.apps,
+            node_id,
+            link,
+            metrics.clone(),
+            hooks,
+        ));
+        if let (Some(c), Some(rx)) = (&cluster, deliveries) {
+            tokio::spawn(c.clone().run(hub.clone(), rx, shutdown_rx.clone()));
+        }
         let state = Arc::new(State {
             config: self.config,
             hub,
             shutdown: shutdown_rx.clone(),
             adapter,
+            cluster,
         });
         tracing::info!(addr = %self.listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), node_id, "switchyard listening");
 
@@ -157,6 +190,11 @@ impl Server {
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Some(c) = &state.cluster {
+            c.goodbye();
+            // Let the adapter hand the goodbye to the broker before it stops.
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if let Some(a) = &state.adapter {
             a.supervised.stop();
@@ -213,6 +251,12 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes
                 "adapter": state.adapter.as_ref().map_or("local", |a| a.name.as_str()),
                 "adapter_state": status.label(),
                 "adapter_detail": detail,
+                "node_id": state.hub.node_id,
+                "peers": state.cluster.as_ref().map(|c| {
+                    let mut p = c.peer_ids();
+                    p.sort_unstable();
+                    p
+                }),
             });
             http_api::json_response(StatusCode::OK, body.to_string())
         }
@@ -220,6 +264,9 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes
             let mut text = state.hub.metrics.render();
             if let Some(a) = &state.adapter {
                 a.metrics.render(&a.name, &mut text);
+            }
+            if let Some(c) = &state.cluster {
+                c.metrics.render(&mut text);
             }
             Response::builder()
                 .header(hyper::header::CONTENT_TYPE, "text/plain; version=0.0.4")

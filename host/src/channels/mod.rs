@@ -1,5 +1,7 @@
 //! Apps and their channels on this node: subscriptions, presence, cache, signed-in users,
-//! and the local fan-out. Knows nothing of other nodes.
+//! and the local fan-out. Other nodes exist only behind the `Link` seam: local changes are
+//! announced through it, and the cluster layer applies remote ones through `App`'s
+//! `remote_*` methods.
 
 mod cache;
 mod registry;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use cache::{Cache, CachedEvent};
-pub use registry::{ChannelStats, JoinError, PresenceJoin, Registry};
+pub use registry::{ChannelStats, JoinError, LocalChannel, PresenceJoin, Registry, Transition};
 pub use users::Users;
 
 use crate::config::AppConfig;
@@ -23,9 +25,37 @@ use crate::protocol::{messages, ChannelKind, ChannelName};
 use crate::webhooks::{HookEvent, Webhooks};
 use crate::ws::frame;
 
+/// What this node tells the rest of the cluster. Presence and occupancy calls are made under
+/// the registry lock, so they arrive in the order the changes happened; implementations must
+/// be quick and must not block.
+pub trait Link: Send + Sync {
+    fn occupied(&self, _app: &str, _channel: &str) {}
+    fn vacated(&self, _app: &str, _channel: &str) {}
+    fn member_joined(&self, _app: &str, _channel: &str, _user: &str, _info: &str) {}
+    fn member_left(&self, _app: &str, _channel: &str, _user: &str) {}
+    /// Complete Pusher messages (JSON text) published on `channel`; `except` is the socket id
+    /// to skip; `cache` the last event's data on cache channels.
+    fn event(
+        &self,
+        _app: &str,
+        _channel: &ChannelName,
+        _messages: Vec<String>,
+        _except: Option<&str>,
+        _cache: Option<&str>,
+    ) {
+    }
+}
+
+/// Single node: nobody to tell.
+pub struct NoLink;
+impl Link for NoLink {}
+
 /// One configured app and everything this node holds for it.
 pub struct App {
     pub config: Arc<AppConfig>,
+    /// This node's id, the first half of its socket ids.
+    pub node_id: u32,
+    link: Arc<dyn Link>,
     pub registry: Registry,
     pub users: Users,
     pub cache: Cache,
@@ -36,10 +66,18 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: AppConfig, metrics: Arc<Metrics>, hooks: Webhooks) -> Self {
+    pub fn new(
+        config: AppConfig,
+        node_id: u32,
+        link: Arc<dyn Link>,
+        metrics: Arc<Metrics>,
+        hooks: Webhooks,
+    ) -> Self {
         let ttl = Duration::from_secs(config.cache_ttl_secs);
         Self {
             config: Arc::new(config),
+            node_id,
+            link,
             registry: Registry::default(),
             users: Users::default(),
             cache: Cache::new(ttl),
@@ -54,59 +92,100 @@ impl App {
     }
 
     /// Publishes a server event (HTTP API) to one channel: encodes it once, caches it on cache
-    /// channels, and queues it to every local subscriber but `except`.
+    /// channels, queues it to every local subscriber but socket `except`, and hands it to the
+    /// cluster.
     pub fn publish(
         &self,
         channel: &ChannelName,
         event: &str,
         data: &str,
-        except: Option<u64>,
+        except: Option<&str>,
     ) -> usize {
         self.publish_many(channel, &[(event, data)], except)
     }
 
     /// Publishes several events to one channel as one shared buffer of back-to-back frames,
-    /// so each subscriber gets them in a single write. Returns deliveries (events × sockets).
+    /// so each subscriber gets them in a single write. Returns local deliveries.
     pub fn publish_many(
         &self,
         channel: &ChannelName,
         events: &[(&str, &str)],
-        except: Option<u64>,
+        except: Option<&str>,
     ) -> usize {
-        let Some(&(last_event, last_data)) = events.last() else {
+        let Some(&(_, last_data)) = events.last() else {
             return 0;
         };
         let name = channel.as_str();
-        let last = frame::text(&messages::string_event(last_event, Some(name), last_data));
-        let combined = if events.len() == 1 {
+        let messages: Vec<String> = events
+            .iter()
+            .map(|(event, data)| {
+                String::from_utf8(messages::string_event(event, Some(name), data))
+                    .expect("messages are built from str")
+            })
+            .collect();
+        let cache = channel.is_cache().then_some(last_data);
+        let n = self.deliver(channel, &messages, except, cache);
+        self.link
+            .event(&self.config.id, channel, messages, except, cache);
+        n
+    }
+
+    /// Delivers complete messages to local subscribers (and the cache); used for this node's
+    /// publishes and for those other nodes forward.
+    pub fn deliver(
+        &self,
+        channel: &ChannelName,
+        messages: &[String],
+        except: Option<&str>,
+        cache: Option<&str>,
+    ) -> usize {
+        let Some(last_msg) = messages.last() else {
+            return 0;
+        };
+        let name = channel.as_str();
+        let last = frame::text(last_msg.as_bytes());
+        let combined = if messages.len() == 1 {
             last.clone()
         } else {
             let mut buf = Vec::new();
-            for (event, data) in &events[..events.len() - 1] {
-                buf.extend_from_slice(&frame::text(&messages::string_event(
-                    event,
-                    Some(name),
-                    data,
-                )));
+            for m in &messages[..messages.len() - 1] {
+                buf.extend_from_slice(&frame::text(m.as_bytes()));
             }
             buf.extend_from_slice(&last);
             Bytes::from(buf)
         };
+        let except = except.and_then(|s| local_conn_id(self.node_id, s));
         let sockets = self.registry.publish_then(name, &combined, except, || {
             // Only the last event is cached.
-            if channel.is_cache() {
-                self.cache.put(name, last.clone(), last_data);
+            if let Some(data) = cache {
+                self.cache.put(name, last.clone(), data);
             }
         });
         Metrics::add(
             &self.metrics.ws_messages_out,
-            (sockets * events.len()) as u64,
+            (sockets * messages.len()) as u64,
         );
         Metrics::add(
             &self.metrics.ws_bytes_out,
             (sockets * combined.len()) as u64,
         );
-        sockets * events.len()
+        sockets * messages.len()
+    }
+
+    /// A client event from a local socket: to the other local subscribers, then the cluster.
+    pub fn client_event(&self, channel: &ChannelName, message: Vec<u8>, sender: &Conn) -> usize {
+        let f = frame::text(&message);
+        let n = self.registry.publish(channel.as_str(), &f, Some(sender.id));
+        self.count_out(n, f.len());
+        let text = String::from_utf8(message).expect("messages are built from str");
+        self.link.event(
+            &self.config.id,
+            channel,
+            vec![text],
+            Some(&sender.socket_id),
+            None,
+        );
+        n
     }
 
     /// Counts `n` deliveries of a `len`-byte frame.
@@ -146,12 +225,23 @@ impl App {
                 Bytes::from(out)
             },
             |p| frame::text(&messages::member_added(name, &p.user_id, &p.user_info)),
+            |j| {
+                if j.occupied {
+                    self.link.occupied(&self.config.id, name);
+                }
+                if let (true, Some(p)) = (j.local_member_added, &presence) {
+                    self.link
+                        .member_joined(&self.config.id, name, &p.user_id, &p.user_info);
+                }
+            },
         )?;
         if joined.already {
             return Ok(());
         }
         self.metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
-        if joined.occupied {
+        // Webhooks describe the cluster: only the change that made the channel occupied (or
+        // the user present) anywhere fires one.
+        if joined.cluster_occupied {
             self.emit(HookEvent::ChannelOccupied {
                 channel: name.into(),
             });
@@ -175,9 +265,19 @@ impl App {
     /// Unsubscribes `conn_id`; idempotent.
     pub fn unsubscribe(&self, conn_id: u64, channel: &ChannelName) {
         let name = channel.as_str();
-        let left = self.registry.unsubscribe(name, conn_id, |user| {
-            frame::text(&messages::member_removed(name, user))
-        });
+        let left = self.registry.unsubscribe(
+            name,
+            conn_id,
+            |user| frame::text(&messages::member_removed(name, user)),
+            |l| {
+                if let Some(user) = &l.local_member_removed {
+                    self.link.member_left(&self.config.id, name, user);
+                }
+                if l.vacated {
+                    self.link.vacated(&self.config.id, name);
+                }
+            },
+        );
         if left.absent {
             return;
         }
@@ -188,11 +288,12 @@ impl App {
                 user_id: user.to_string(),
             });
         }
-        if left.vacated {
+        if left.cluster_vacated {
             self.emit(HookEvent::ChannelVacated {
                 channel: name.into(),
             });
-        } else {
+        }
+        if !left.vacated {
             self.count_changed(channel, left.subscription_count);
         }
     }
@@ -221,6 +322,66 @@ impl App {
         }
         conns.len()
     }
+
+    /// Parses a channel name another node sent; `None` (logged by the caller) when invalid.
+    pub fn channel_name(&self, name: &str) -> Option<ChannelName> {
+        ChannelName::parse(name, self.config.limits.max_channel_name_length.max(200)).ok()
+    }
+
+    pub fn remote_member_joined(&self, node: u32, channel: &ChannelName, user: &str, info: &str) {
+        let name = channel.as_str();
+        self.registry
+            .remote_join(channel, node, user, info, &|u, i| {
+                frame::text(&messages::member_added(name, u, i))
+            });
+    }
+
+    pub fn remote_member_left(&self, node: u32, channel: &str, user: &str) {
+        self.registry.remote_leave(channel, node, user, &|u| {
+            frame::text(&messages::member_removed(channel, u))
+        });
+    }
+
+    /// Replaces what is known of `node` (its snapshot, or nothing when it died). With
+    /// `hooks`, sends the webhooks for what changed cluster-wide (the elected node does this
+    /// when another one dies, since the dead one cannot).
+    pub fn replace_node(
+        &self,
+        node: u32,
+        held: &[(ChannelName, Vec<(String, String)>)],
+        hooks: bool,
+    ) {
+        let changes = self.registry.replace_node(
+            node,
+            held,
+            &|c, u, i| frame::text(&messages::member_added(c, u, i)),
+            &|c, u| frame::text(&messages::member_removed(c, u)),
+        );
+        if !hooks {
+            return;
+        }
+        for t in changes {
+            self.emit(match t {
+                Transition::Occupied(channel) => HookEvent::ChannelOccupied { channel },
+                Transition::Vacated(channel) => HookEvent::ChannelVacated { channel },
+                Transition::MemberAdded { channel, user } => HookEvent::MemberAdded {
+                    channel,
+                    user_id: user,
+                },
+                Transition::MemberRemoved { channel, user } => HookEvent::MemberRemoved {
+                    channel,
+                    user_id: user,
+                },
+            });
+        }
+    }
+}
+
+/// Maps a client-visible socket id (`node.conn`) to a connection id when it is `node`'s.
+pub fn local_conn_id(node: u32, socket_id: &str) -> Option<u64> {
+    let (n, conn) = socket_id.split_once('.')?;
+    (n.parse::<u32>().ok()? == node).then_some(())?;
+    conn.parse().ok()
 }
 
 /// All apps, looked up by id (HTTP API) or key (WebSocket path), and every open connection.
@@ -235,11 +396,23 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(apps: &[AppConfig], node_id: u32, metrics: Arc<Metrics>, hooks: Webhooks) -> Self {
+    pub fn new(
+        apps: &[AppConfig],
+        node_id: u32,
+        link: Arc<dyn Link>,
+        metrics: Arc<Metrics>,
+        hooks: Webhooks,
+    ) -> Self {
         let mut by_id = HashMap::new();
         let mut by_key = HashMap::new();
         for cfg in apps {
-            let app = Arc::new(App::new(cfg.clone(), metrics.clone(), hooks.clone()));
+            let app = Arc::new(App::new(
+                cfg.clone(),
+                node_id,
+                link.clone(),
+                metrics.clone(),
+                hooks.clone(),
+            ));
             by_id.insert(cfg.id.clone(), app.clone());
             by_key.insert(cfg.key.clone(), app);
         }
@@ -281,10 +454,7 @@ impl Hub {
         }
     }
 
-    /// Maps a client-visible socket id to this node's connection id, if it is ours.
-    pub fn local_conn_id(&self, socket_id: &str) -> Option<u64> {
-        let (node, conn) = socket_id.split_once('.')?;
-        (node.parse::<u32>().ok()? == self.node_id).then_some(())?;
-        conn.parse().ok()
+    pub fn apps(&self) -> impl Iterator<Item = &Arc<App>> {
+        self.by_id.values()
     }
 }

@@ -17,16 +17,102 @@ use crate::protocol::ChannelName;
 struct Member {
     /// `user_info` as raw JSON text (`null` when absent).
     info: Arc<str>,
-    /// Sockets of this user in the channel; the member leaves when it reaches zero.
+    /// Sockets of this user in the channel on this node.
     sockets: u32,
+    /// Other nodes where this user has sockets in the channel. The member leaves when no
+    /// socket is left here and no other node holds it.
+    remote: Vec<u32>,
+}
+
+impl Member {
+    fn held(&self) -> bool {
+        self.sockets > 0 || !self.remote.is_empty()
+    }
 }
 
 #[derive(Debug)]
 struct Channel {
     name: ChannelName,
     subscribers: HashMap<u64, Subscriber>,
-    /// Only presence channels have members.
+    /// Only presence channels have members; the roster is cluster-wide.
     members: HashMap<Arc<str>, Member>,
+    /// Other nodes with subscribers to this channel. An entry lives while it has local
+    /// subscribers, members or remote subscribers.
+    remote: Vec<u32>,
+}
+
+impl Channel {
+    fn new(name: ChannelName) -> Self {
+        Self {
+            name,
+            subscribers: HashMap::new(),
+            members: HashMap::new(),
+            remote: Vec::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.subscribers.is_empty() && self.members.is_empty() && self.remote.is_empty()
+    }
+
+    /// Adds `node` as a holder of `user`; broadcasts `added` to local subscribers when the
+    /// user was absent from the cluster. Returns whether it was.
+    fn add_holder(
+        &mut self,
+        node: u32,
+        user: &str,
+        info: &str,
+        added: &dyn Fn(&str, &str) -> Bytes,
+    ) -> bool {
+        if let Some(m) = self.members.get_mut(user) {
+            if !m.remote.contains(&node) {
+                m.remote.push(node);
+            }
+            return false;
+        }
+        self.members.insert(
+            user.into(),
+            Member {
+                info: info.into(),
+                sockets: 0,
+                remote: vec![node],
+            },
+        );
+        broadcast(self, &added(user, info), None);
+        true
+    }
+
+    /// Drops `node` as a holder of `user`; broadcasts `removed` when nobody holds it anymore.
+    fn remove_holder(&mut self, node: u32, user: &str, removed: &dyn Fn(&str) -> Bytes) -> bool {
+        let Some(m) = self.members.get_mut(user) else {
+            return false;
+        };
+        m.remote.retain(|n| *n != node);
+        if m.held() {
+            return false;
+        }
+        self.members.remove(user);
+        broadcast(self, &removed(user), None);
+        true
+    }
+}
+
+/// A change of the cluster-wide picture caused by another node, for the webhooks that the
+/// elected node sends on the cluster's behalf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    Occupied(String),
+    Vacated(String),
+    MemberAdded { channel: String, user: String },
+    MemberRemoved { channel: String, user: String },
+}
+
+/// One channel as this node holds it, for a snapshot sent to other nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalChannel {
+    pub name: String,
+    /// `(user_id, user_info)` of presence users with a socket on this node.
+    pub members: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -43,12 +129,16 @@ pub struct PresenceJoin {
     pub user_info: Arc<str>,
 }
 
-/// What a subscribe changed, for webhooks and counts.
+/// What a subscribe changed, for webhooks, counts and other nodes.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Joined {
     /// The channel had no subscriber on this node before.
     pub occupied: bool,
-    /// A presence user joined who had no other socket in the channel.
+    /// ... nor on any other node.
+    pub cluster_occupied: bool,
+    /// A presence user joined who had no other socket in the channel on this node.
+    pub local_member_added: bool,
+    /// ... nor on any other node: `member_added` went out.
     pub member_added: bool,
     /// The socket was already subscribed; nothing changed.
     pub already: bool,
@@ -58,8 +148,13 @@ pub struct Joined {
 /// What an unsubscribe changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Left {
+    /// No subscriber is left on this node.
     pub vacated: bool,
-    /// The presence user whose last socket left.
+    /// ... nor on any other node.
+    pub cluster_vacated: bool,
+    /// The presence user whose last socket on this node left.
+    pub local_member_removed: Option<Arc<str>>,
+    /// The presence user who left the cluster: `member_removed` went out.
     pub member_removed: Option<Arc<str>>,
     pub subscription_count: usize,
     /// The socket was not subscribed.
@@ -88,10 +183,12 @@ pub struct Registry {
 
 impl Registry {
     /// Adds `conn` to `channel` and, with the lock still held, queues `on_joined(...)`'s frames
-    /// to it (subscription_succeeded), then broadcasts member_added to the others.
+    /// to it (subscription_succeeded), then broadcasts member_added to the others, then calls
+    /// `announce` (which tells other nodes, in the order changes happened here).
     ///
     /// `reply` is called with the roster snapshot (presence) so the reply frame reflects the
     /// membership at the instant of joining.
+    #[allow(clippy::too_many_arguments)]
     pub fn subscribe(
         &self,
         channel: &ChannelName,
@@ -100,15 +197,12 @@ impl Registry {
         max_members: usize,
         reply: impl FnOnce(Option<PresenceSnapshot<'_>>) -> Bytes,
         member_added: impl FnOnce(&PresenceJoin) -> Bytes,
+        announce: impl FnOnce(&Joined),
     ) -> Result<Joined, JoinError> {
         let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
         let entry = map
             .entry(channel.as_str().into())
-            .or_insert_with(|| Channel {
-                name: channel.clone(),
-                subscribers: HashMap::new(),
-                members: HashMap::new(),
-            });
+            .or_insert_with(|| Channel::new(channel.clone()));
         if entry.subscribers.contains_key(&conn.id) {
             let snapshot = presence.as_ref().map(|_| PresenceSnapshot(&entry.members));
             conn.send(reply(snapshot));
@@ -120,23 +214,29 @@ impl Registry {
         }
         if let Some(p) = &presence {
             if !entry.members.contains_key(&p.user_id) && entry.members.len() >= max_members {
-                let empty = entry.subscribers.is_empty();
-                if empty {
+                if entry.is_empty() {
                     map.remove(channel.as_str());
                 }
                 return Err(JoinError::PresenceFull(max_members));
             }
         }
         let occupied = entry.subscribers.is_empty();
-        let mut added = false;
+        let mut joined = Joined {
+            occupied,
+            cluster_occupied: occupied && entry.remote.is_empty(),
+            ..Joined::default()
+        };
         if let Some(p) = &presence {
-            let m = entry.members.entry(p.user_id.clone()).or_insert_with(|| {
-                added = true;
-                Member {
+            let m = entry
+                .members
+                .entry(p.user_id.clone())
+                .or_insert_with(|| Member {
                     info: p.user_info.clone(),
                     sockets: 0,
-                }
-            });
+                    remote: Vec::new(),
+                });
+            joined.member_added = !m.held();
+            joined.local_member_added = m.sockets == 0;
             m.sockets += 1;
         }
         entry.subscribers.insert(
@@ -148,25 +248,23 @@ impl Registry {
         );
         let snapshot = presence.as_ref().map(|_| PresenceSnapshot(&entry.members));
         conn.send(reply(snapshot));
-        if added {
+        if joined.member_added {
             let frame = member_added(presence.as_ref().expect("added implies presence"));
             broadcast(entry, &frame, Some(conn.id));
         }
-        Ok(Joined {
-            occupied,
-            member_added: added,
-            already: false,
-            subscription_count: entry.subscribers.len(),
-        })
+        joined.subscription_count = entry.subscribers.len();
+        announce(&joined);
+        Ok(joined)
     }
 
     /// Removes `conn_id` from `channel`; broadcasts `member_removed(user)` when that user's
-    /// last socket left. Idempotent.
+    /// last socket in the cluster left, then calls `announce` under the lock. Idempotent.
     pub fn unsubscribe(
         &self,
         channel: &str,
         conn_id: u64,
         member_removed: impl FnOnce(&str) -> Bytes,
+        announce: impl FnOnce(&Left),
     ) -> Left {
         let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
         let Some(entry) = map.get_mut(channel) else {
@@ -182,27 +280,28 @@ impl Registry {
                 ..Left::default()
             };
         };
-        let mut removed = None;
+        let mut left = Left::default();
         if let Some(user) = sub.user_id {
             if let Some(m) = entry.members.get_mut(&user) {
                 m.sockets -= 1;
                 if m.sockets == 0 {
-                    entry.members.remove(&user);
-                    broadcast(entry, &member_removed(&user), None);
-                    removed = Some(user);
+                    left.local_member_removed = Some(user.clone());
+                    if !m.held() {
+                        entry.members.remove(&user);
+                        broadcast(entry, &member_removed(&user), None);
+                        left.member_removed = Some(user);
+                    }
                 }
             }
         }
-        let count = entry.subscribers.len();
-        if count == 0 {
+        left.subscription_count = entry.subscribers.len();
+        left.vacated = left.subscription_count == 0;
+        left.cluster_vacated = left.vacated && entry.remote.is_empty();
+        announce(&left);
+        if entry.is_empty() {
             map.remove(channel);
         }
-        Left {
-            vacated: count == 0,
-            member_removed: removed,
-            subscription_count: count,
-            absent: false,
-        }
+        left
     }
 
     /// Queues `frame` to every subscriber of `channel` except `except`. Returns deliveries.
@@ -234,26 +333,191 @@ impl Registry {
             .is_some_and(|c| c.subscribers.contains_key(&conn_id))
     }
 
+    /// Counts on this node; `None` when no local socket is subscribed. `user_count` is the
+    /// cluster-wide roster size, which every node holds.
     pub fn stats(&self, channel: &str) -> Option<ChannelStats> {
         let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
-        map.get(channel).map(stats_of)
+        map.get(channel)
+            .filter(|c| !c.subscribers.is_empty())
+            .map(stats_of)
     }
 
-    /// Occupied channels whose names start with `prefix`, with their counts.
+    /// Distinct presence users in `channel` across the cluster.
+    pub fn user_count(&self, channel: &str) -> usize {
+        let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        map.get(channel).map_or(0, |c| c.members.len())
+    }
+
+    /// Channels with local subscribers whose names start with `prefix`, with their counts.
     pub fn list(&self, prefix: &str) -> Vec<(String, ChannelStats)> {
         let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
         map.values()
-            .filter(|c| c.name.as_str().starts_with(prefix))
+            .filter(|c| !c.subscribers.is_empty() && c.name.as_str().starts_with(prefix))
             .map(|c| (c.name.as_str().to_owned(), stats_of(c)))
             .collect()
     }
 
-    /// Distinct presence user ids in `channel`.
+    /// Distinct presence user ids in `channel`, across the cluster.
     pub fn members(&self, channel: &str) -> Vec<String> {
         let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
         map.get(channel)
             .map(|c| c.members.keys().map(|u| u.to_string()).collect())
             .unwrap_or_default()
+    }
+
+    /// Calls `send` with what this node holds (channels with local subscribers and their local
+    /// members) while no local change can happen, so the snapshot is ordered with the
+    /// announcements around it.
+    pub fn snapshot_then(&self, send: impl FnOnce(Vec<LocalChannel>)) {
+        let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        let channels = map
+            .values()
+            .filter(|c| !c.subscribers.is_empty())
+            .map(|c| LocalChannel {
+                name: c.name.as_str().to_owned(),
+                members: c
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.sockets > 0)
+                    .map(|(u, m)| (u.to_string(), m.info.to_string()))
+                    .collect(),
+            })
+            .collect();
+        send(channels);
+    }
+
+    /// Another node's first subscriber joined `channel`. Returns whether the channel was
+    /// empty across the cluster.
+    pub fn remote_occupied(&self, channel: &ChannelName, node: u32) -> bool {
+        let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        let entry = map
+            .entry(channel.as_str().into())
+            .or_insert_with(|| Channel::new(channel.clone()));
+        if entry.remote.contains(&node) {
+            return false;
+        }
+        let was_empty = entry.subscribers.is_empty() && entry.remote.is_empty();
+        entry.remote.push(node);
+        was_empty
+    }
+
+    /// Another node's last subscriber left `channel`. Returns whether the channel is now empty
+    /// across the cluster.
+    pub fn remote_vacated(&self, channel: &str, node: u32) -> bool {
+        let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = map.get_mut(channel) else {
+            return false;
+        };
+        if !entry.remote.contains(&node) {
+            return false;
+        }
+        entry.remote.retain(|n| *n != node);
+        let vacated = entry.subscribers.is_empty() && entry.remote.is_empty();
+        if entry.is_empty() {
+            map.remove(channel);
+        }
+        vacated
+    }
+
+    /// A user's first socket on another node joined; returns whether it is new to the cluster
+    /// (and `member_added` went to local subscribers).
+    pub fn remote_join(
+        &self,
+        channel: &ChannelName,
+        node: u32,
+        user: &str,
+        info: &str,
+        added: &dyn Fn(&str, &str) -> Bytes,
+    ) -> bool {
+        let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(channel.as_str().into())
+            .or_insert_with(|| Channel::new(channel.clone()))
+            .add_holder(node, user, info, added)
+    }
+
+    /// A user's last socket on another node left; returns whether it left the cluster.
+    pub fn remote_leave(
+        &self,
+        channel: &str,
+        node: u32,
+        user: &str,
+        removed: &dyn Fn(&str) -> Bytes,
+    ) -> bool {
+        let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = map.get_mut(channel) else {
+            return false;
+        };
+        let gone = entry.remove_holder(node, user, removed);
+        if entry.is_empty() {
+            map.remove(channel);
+        }
+        gone
+    }
+
+    /// Replaces everything known of `node` with `held` (its snapshot; empty when it died),
+    /// sending member frames for the users that join or leave the cluster as a result.
+    pub fn replace_node(
+        &self,
+        node: u32,
+        held: &[(ChannelName, Vec<(String, String)>)],
+        added: &dyn Fn(&str, &str, &str) -> Bytes,
+        removed: &dyn Fn(&str, &str) -> Bytes,
+    ) -> Vec<Transition> {
+        let mut out = Vec::new();
+        let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        let wanted: std::collections::HashMap<&str, &Vec<(String, String)>> =
+            held.iter().map(|(c, m)| (c.as_str(), m)).collect();
+        // What the node no longer holds.
+        for entry in map.values_mut() {
+            let name = entry.name.as_str().to_owned();
+            let keep = wanted.get(name.as_str());
+            let stale: Vec<Arc<str>> = entry
+                .members
+                .iter()
+                .filter(|(u, m)| {
+                    m.remote.contains(&node)
+                        && !keep.is_some_and(|k| k.iter().any(|(ku, _)| ku == &***u))
+                })
+                .map(|(u, _)| u.clone())
+                .collect();
+            for user in stale {
+                if entry.remove_holder(node, &user, &|u| removed(&name, u)) {
+                    out.push(Transition::MemberRemoved {
+                        channel: name.clone(),
+                        user: user.to_string(),
+                    });
+                }
+            }
+            if keep.is_none() && entry.remote.contains(&node) {
+                entry.remote.retain(|n| *n != node);
+                if entry.subscribers.is_empty() && entry.remote.is_empty() {
+                    out.push(Transition::Vacated(name));
+                }
+            }
+        }
+        map.retain(|_, c| !c.is_empty());
+        // What it holds now.
+        for (channel, members) in held {
+            let name = channel.as_str();
+            let entry = map
+                .entry(name.into())
+                .or_insert_with(|| Channel::new(channel.clone()));
+            if !entry.remote.contains(&node) {
+                if entry.subscribers.is_empty() && entry.remote.is_empty() {
+                    out.push(Transition::Occupied(name.to_owned()));
+                }
+                entry.remote.push(node);
+            }
+            for (user, info) in members {
+                if entry.add_holder(node, user, info, &|u, i| added(name, u, i)) {
+                    out.push(Transition::MemberAdded {
+                        channel: name.to_owned(),
+                        user: user.clone(),
+                    });
+                }
+            }
+        }
+        out
     }
 }
 
@@ -335,6 +599,7 @@ mod tests {
                 100,
                 |_| Bytes::from_static(b"ok"),
                 |p| Bytes::from(format!("added {}", p.user_id)),
+                |_| {},
             )
             .unwrap()
         };
@@ -348,8 +613,14 @@ mod tests {
         assert_eq!(drain(&mut ra1), vec!["ok", "added b"]);
         assert_eq!(drain(&mut rb), vec!["ok"], "b does not hear its own join");
 
-        let gone =
-            |id: u64| reg.unsubscribe("presence-room", id, |u| Bytes::from(format!("removed {u}")));
+        let gone = |id: u64| {
+            reg.unsubscribe(
+                "presence-room",
+                id,
+                |u| Bytes::from(format!("removed {u}")),
+                |_| {},
+            )
+        };
         assert_eq!(gone(a1.id).member_removed, None, "a still has a socket");
         assert_eq!(gone(a2.id).member_removed.as_deref(), Some("a"));
         assert_eq!(drain(&mut rb), vec!["removed a"]);
@@ -368,10 +639,12 @@ mod tests {
         let (b, _rb) = conn();
         let ok = |_: Option<PresenceSnapshot<'_>>| Bytes::new();
         let added = |_: &PresenceJoin| Bytes::new();
-        reg.subscribe(&ch, &a, join("a"), 1, ok, added).unwrap();
-        reg.subscribe(&ch, &a2, join("a"), 1, ok, added).unwrap();
+        reg.subscribe(&ch, &a, join("a"), 1, ok, added, |_| {})
+            .unwrap();
+        reg.subscribe(&ch, &a2, join("a"), 1, ok, added, |_| {})
+            .unwrap();
         assert_eq!(
-            reg.subscribe(&ch, &b, join("b"), 1, ok, added),
+            reg.subscribe(&ch, &b, join("b"), 1, ok, added, |_| {}),
             Err(JoinError::PresenceFull(1))
         );
     }
@@ -390,6 +663,7 @@ mod tests {
                 100,
                 |_| Bytes::from_static(b"ok"),
                 |_| Bytes::new(),
+                |_| {},
             )
             .unwrap();
         }

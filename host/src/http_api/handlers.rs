@@ -1,5 +1,6 @@
 //! The endpoint bodies: validate, act on the app's channels, and build the JSON answer.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -7,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::ApiError;
 use crate::channels::{App, Hub};
+use crate::cluster::{local_answer, Cluster, QueryKind};
 use crate::metrics::Metrics;
 use crate::protocol::names::check_event_name;
 use crate::protocol::{ChannelKind, ChannelName};
@@ -14,6 +16,8 @@ use crate::protocol::{ChannelKind, ChannelName};
 pub struct Api<'a> {
     pub app: &'a Arc<App>,
     pub hub: &'a Hub,
+    /// Present on a clustered node: counts and listings then cover every node.
+    pub cluster: Option<&'a Arc<Cluster>>,
 }
 
 /// One event as `events` and each `batch_events` entry carry it.
@@ -37,7 +41,8 @@ struct Checked {
     name: String,
     data: String,
     channels: Vec<ChannelName>,
-    except: Option<u64>,
+    /// Socket id not to deliver to, on whichever node it lives.
+    except: Option<String>,
     info: Vec<String>,
 }
 
@@ -112,7 +117,7 @@ impl Api<'_> {
         }
         let except = match ev.socket_id.as_deref() {
             None | Some("") => None,
-            Some(s) if valid_socket_id(s) => self.hub.local_conn_id(s),
+            Some(s) if valid_socket_id(s) => Some(s.to_owned()),
             Some(s) => return Err(bad(format!("invalid socket_id {s:?}"))),
         };
         let info = parse_info(ev.info.as_deref());
@@ -130,51 +135,63 @@ impl Api<'_> {
         })
     }
 
-    fn publish(&self, ev: &Checked) -> Value {
+    /// Subscription counts of the channels `kind` names, over the cluster when there is one.
+    /// Presence user counts come from the roster every node replicates.
+    async fn counts(&self, kind: QueryKind) -> HashMap<String, u32> {
+        match self.cluster {
+            Some(c) => c.query(self.app, kind).await.counts,
+            None => local_answer(self.app, &kind),
+        }
+    }
+
+    async fn publish(&self, ev: &Checked) -> Value {
         for channel in &ev.channels {
-            self.app.publish(channel, &ev.name, &ev.data, ev.except);
+            self.app
+                .publish(channel, &ev.name, &ev.data, ev.except.as_deref());
             Metrics::inc(&self.hub.metrics.http_events);
         }
-        self.info(ev)
+        self.info(ev).await
     }
 
     /// The `info` attributes an event asked for, per channel.
-    fn info(&self, ev: &Checked) -> Value {
+    async fn info(&self, ev: &Checked) -> Value {
         if ev.info.is_empty() {
             return json!({});
         }
         let mut out = Map::new();
         for channel in &ev.channels {
-            let stats = self.app.registry.stats(channel.as_str());
+            let name = channel.as_str();
             let mut attrs = Map::new();
             for i in &ev.info {
                 match (i.as_str(), channel.kind()) {
                     ("user_count", ChannelKind::Presence) => {
-                        attrs.insert(i.clone(), json!(stats.as_ref().map_or(0, |s| s.user_count)));
+                        attrs.insert(i.clone(), json!(self.app.registry.user_count(name)));
                     }
                     ("subscription_count", kind) if kind != ChannelKind::Presence => {
-                        attrs.insert(
-                            i.clone(),
-                            json!(stats.as_ref().map_or(0, |s| s.subscription_count)),
-                        );
+                        let counts = self
+                            .counts(QueryKind::Channel {
+                                name: name.to_owned(),
+                            })
+                            .await;
+                        attrs.insert(i.clone(), json!(counts.get(name).copied().unwrap_or(0)));
                     }
                     _ => {}
                 }
             }
-            out.insert(channel.as_str().to_owned(), Value::Object(attrs));
+            out.insert(name.to_owned(), Value::Object(attrs));
         }
         json!({ "channels": out })
     }
 
-    pub fn events(&self, body: &[u8]) -> Result<String, ApiError> {
+    pub async fn events(&self, body: &[u8]) -> Result<String, ApiError> {
         let ev: EventBody =
             serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON: {e}")))?;
         let checked = self.check(ev)?;
-        Ok(self.publish(&checked).to_string())
+        Ok(self.publish(&checked).await.to_string())
     }
 
     /// Validates the whole batch before publishing any of it, so a bad entry publishes nothing.
-    pub fn batch_events(&self, body: &[u8]) -> Result<String, ApiError> {
+    pub async fn batch_events(&self, body: &[u8]) -> Result<String, ApiError> {
         let b: BatchBody =
             serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON: {e}")))?;
         let max = self.app.config.limits.max_batch_events;
@@ -207,7 +224,8 @@ impl Api<'_> {
                 .map(|c| (c.name.as_str(), c.data.as_str()))
                 .collect();
             for channel in &head.channels {
-                self.app.publish_many(channel, &events, head.except);
+                self.app
+                    .publish_many(channel, &events, head.except.as_deref());
             }
             Metrics::add(
                 &self.hub.metrics.http_events,
@@ -215,21 +233,21 @@ impl Api<'_> {
             );
             i = j;
         }
-        let results: Vec<Value> = checked
-            .iter()
-            .map(|c| {
-                // Batch answers carry each event's attributes for its single channel.
-                match self
-                    .info(c)
+        let mut results = Vec::with_capacity(checked.len());
+        for c in &checked {
+            // Batch answers carry each event's attributes for its single channel.
+            let info = self.info(c).await;
+            results.push(
+                match info
                     .get("channels")
                     .and_then(|m| m.as_object())
                     .and_then(|m| m.values().next())
                 {
                     Some(attrs) => attrs.clone(),
                     None => json!({}),
-                }
-            })
-            .collect();
+                },
+            );
+        }
         Ok(if any_info {
             json!({ "batch": results })
         } else {
@@ -238,55 +256,78 @@ impl Api<'_> {
         .to_string())
     }
 
-    pub fn channels(&self, prefix: Option<&str>, info: Option<&str>) -> Result<String, ApiError> {
+    pub async fn channels(
+        &self,
+        prefix: Option<&str>,
+        info: Option<&str>,
+    ) -> Result<String, ApiError> {
         let prefix = prefix.unwrap_or("");
         let info = parse_info(info);
         let wants_users = info.iter().any(|i| i == "user_count");
         if wants_users && !prefix.starts_with("presence-") {
             return Err(bad("info=user_count needs filter_by_prefix=presence-"));
         }
+        let counts = self
+            .counts(QueryKind::Channels {
+                prefix: prefix.to_owned(),
+            })
+            .await;
         let mut out = Map::new();
-        for (name, stats) in self.app.registry.list(prefix) {
+        for (name, subs) in counts {
             let mut attrs = Map::new();
             if wants_users {
-                attrs.insert("user_count".into(), json!(stats.user_count));
+                attrs.insert(
+                    "user_count".into(),
+                    json!(self.app.registry.user_count(&name)),
+                );
             }
             if info.iter().any(|i| i == "subscription_count") {
-                attrs.insert("subscription_count".into(), json!(stats.subscription_count));
+                attrs.insert("subscription_count".into(), json!(subs));
             }
             out.insert(name, Value::Object(attrs));
         }
         Ok(json!({ "channels": out }).to_string())
     }
 
-    pub fn channel(&self, name: &str, info: Option<&str>) -> Result<String, ApiError> {
+    pub async fn channel(&self, name: &str, info: Option<&str>) -> Result<String, ApiError> {
         let channel = ChannelName::parse(name, self.app.config.limits.max_channel_name_length)
             .map_err(|e| bad(format!("channel {name:?}: {e}")))?;
         let info = parse_info(info);
-        let stats = self.app.registry.stats(name);
-        let mut out = Map::new();
-        out.insert("occupied".into(), json!(stats.is_some()));
         for i in &info {
             match i.as_str() {
-                "user_count" if channel.kind() == ChannelKind::Presence => {
-                    out.insert(i.clone(), json!(stats.as_ref().map_or(0, |s| s.user_count)));
-                }
-                "user_count" => {
+                "user_count" if channel.kind() != ChannelKind::Presence => {
                     return Err(bad("user_count is only available for presence channels"))
                 }
-                "subscription_count" => {
-                    out.insert(
-                        i.clone(),
-                        json!(stats.as_ref().map_or(0, |s| s.subscription_count)),
-                    );
+                "cache" if !channel.is_cache() => {
+                    return Err(bad("cache is only available for cache channels"))
                 }
-                "cache" if channel.is_cache() => {
+                "user_count" | "subscription_count" | "cache" => {}
+                other => return Err(bad(format!("unknown info attribute {other:?}"))),
+            }
+        }
+        let subs = self
+            .counts(QueryKind::Channel {
+                name: name.to_owned(),
+            })
+            .await
+            .get(name)
+            .copied()
+            .unwrap_or(0);
+        let mut out = Map::new();
+        out.insert("occupied".into(), json!(subs > 0));
+        for i in &info {
+            match i.as_str() {
+                "user_count" => {
+                    out.insert(i.clone(), json!(self.app.registry.user_count(name)));
+                }
+                "subscription_count" => {
+                    out.insert(i.clone(), json!(subs));
+                }
+                _ => {
                     if let Some((cached, ttl)) = self.app.cache.get(name) {
                         out.insert("cache".into(), json!({"data": cached.data, "ttl": ttl}));
                     }
                 }
-                "cache" => return Err(bad("cache is only available for cache channels")),
-                other => return Err(bad(format!("unknown info attribute {other:?}"))),
             }
         }
         Ok(Value::Object(out).to_string())
@@ -313,6 +354,9 @@ impl Api<'_> {
             return Err(bad("user id is empty"));
         }
         self.app.terminate_user(user);
+        if let Some(c) = self.cluster {
+            c.terminate(&self.app.config.id, user);
+        }
         Ok("{}".into())
     }
 }

@@ -178,12 +178,15 @@ async fn serve(state: &State, req: Request<Incoming>) -> Result<String, ApiError
     let api = handlers::Api {
         app: &app,
         hub: &state.hub,
+        cluster: state.cluster.as_ref(),
     };
     match (method, route) {
-        (Method::POST, Route::Events) => api.events(&body),
-        (Method::POST, Route::BatchEvents) => api.batch_events(&body),
-        (Method::GET, Route::Channels) => api.channels(param("filter_by_prefix"), param("info")),
-        (Method::GET, Route::Channel(name)) => api.channel(&name, param("info")),
+        (Method::POST, Route::Events) => api.events(&body).await,
+        (Method::POST, Route::BatchEvents) => api.batch_events(&body).await,
+        (Method::GET, Route::Channels) => {
+            api.channels(param("filter_by_prefix"), param("info")).await
+        }
+        (Method::GET, Route::Channel(name)) => api.channel(&name, param("info")).await,
         (Method::GET, Route::ChannelUsers(name)) => api.users(&name),
         (Method::POST, Route::TerminateUser(user)) => api.terminate(&user),
         _ => Err(ApiError::MethodNotAllowed),

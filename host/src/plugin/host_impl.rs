@@ -21,12 +21,7 @@ use super::sandbox::AllowList;
 use super::AdapterMetrics;
 use crate::config::SandboxLimits;
 
-/// A message the adapter received from the broker, handed to the node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    pub topic: String,
-    pub payload: Bytes,
-}
+pub use crate::backplane::Delivery;
 
 /// What one incarnation's store holds.
 pub struct StoreState {

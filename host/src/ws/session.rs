@@ -299,14 +299,9 @@ impl Session {
             return reject(self, "client event rate limit exceeded");
         }
         let user_id = sub.user_id.clone();
-        let f = frame::text(&messages::envelope(
-            event,
-            Some(channel),
-            data.get(),
-            user_id.as_deref(),
-        ));
-        let n = self.app.registry.publish(channel, &f, Some(self.conn.id));
-        self.app.count_out(n, f.len());
+        let message = messages::envelope(event, Some(channel), data.get(), user_id.as_deref());
+        let name = sub.name.clone();
+        self.app.client_event(&name, message, &self.conn);
         Metrics::inc(&self.metrics.client_events);
         let data_string =
             serde_json::from_str::<String>(data.get()).unwrap_or_else(|_| data.get().to_owned());

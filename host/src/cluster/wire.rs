@@ -1,0 +1,486 @@
+//! The cluster's envelope and message encoding: a fixed header (origin node, epoch, sequence)
+//! and a length-prefixed binary body. Hand-rolled because it is small, has no dependency, and
+//! never allocates more than the message itself.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// First byte of every envelope; a message from something else is refused, not misread.
+const MAGIC: u8 = 0x53; // 'S'
+/// Bumped when the encoding changes incompatibly; receivers refuse other versions.
+const VERSION: u8 = 1;
+/// magic, version, kind, origin, epoch, seq.
+pub const HEADER_LEN: usize = 3 + 4 + 4 + 8;
+
+/// Who sent a message and where it stands in that sender's stream on its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub origin: u32,
+    /// Changes when the origin resets its sequence counters; receivers then start afresh.
+    pub epoch: u32,
+    /// Per (origin, topic), from 1, with no holes unless messages were lost.
+    pub seq: u64,
+}
+
+/// One presence channel's roster as a node holds it locally, in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSnapshot {
+    pub channel: String,
+    /// `(user_id, user_info JSON)`; empty for channels that are not presence channels.
+    pub members: Vec<(String, String)>,
+}
+
+/// What a query asks each node about one app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryKind {
+    /// Occupied channels whose names start with the prefix.
+    Channels { prefix: String },
+    /// One channel.
+    Channel { name: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Frames for one channel, each a complete Pusher message as JSON text.
+    Event {
+        app: String,
+        channel: String,
+        messages: Vec<String>,
+        /// Socket id (`node.conn`) not to deliver to; empty for none.
+        except: String,
+        /// The last event's `data`, for cache channels.
+        cache: Option<String>,
+    },
+    /// I am alive. `hello` asks peers to answer at once (a node that just started).
+    Heartbeat { hello: bool },
+    /// Leaving on purpose: drop my state now instead of waiting for the timeout.
+    Goodbye,
+    /// A user's first socket on the origin joined a presence channel.
+    MemberJoined {
+        app: String,
+        channel: String,
+        user: String,
+        info: String,
+    },
+    /// A user's last socket on the origin left a presence channel.
+    MemberLeft {
+        app: String,
+        channel: String,
+        user: String,
+    },
+    /// The origin's first local subscriber joined the channel.
+    Occupied { app: String, channel: String },
+    /// The origin's last local subscriber left the channel.
+    Vacated { app: String, channel: String },
+    /// Everything the origin holds for one app: replaces what receivers knew of it.
+    Snapshot {
+        app: String,
+        channels: Vec<ChannelSnapshot>,
+    },
+    /// Asks `target` to publish its snapshots (after a gap, or on first contact).
+    SnapshotRequest { target: u32 },
+    /// Close every connection of `user`.
+    Terminate { app: String, user: String },
+    Query {
+        id: u64,
+        app: String,
+        kind: QueryKind,
+    },
+    /// One node's answer: `(channel, local subscription count)`.
+    Reply {
+        id: u64,
+        channels: Vec<(String, u32)>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a cluster message (bad magic byte)")]
+    Magic,
+    #[error("unsupported cluster message version {0}")]
+    Version(u8),
+    #[error("unknown cluster message kind {0}")]
+    Kind(u8),
+    #[error("truncated cluster message")]
+    Truncated,
+    #[error("cluster message text is not UTF-8")]
+    Utf8,
+    #[error("trailing bytes after a cluster message")]
+    Trailing,
+}
+
+impl Message {
+    fn kind(&self) -> u8 {
+        match self {
+            Self::Event { .. } => 1,
+            Self::Heartbeat { .. } => 2,
+            Self::Goodbye => 3,
+            Self::MemberJoined { .. } => 4,
+            Self::MemberLeft { .. } => 5,
+            Self::Occupied { .. } => 6,
+            Self::Vacated { .. } => 7,
+            Self::Snapshot { .. } => 8,
+            Self::SnapshotRequest { .. } => 9,
+            Self::Terminate { .. } => 10,
+            Self::Query { .. } => 11,
+            Self::Reply { .. } => 12,
+        }
+    }
+
+    pub fn encode(&self, h: Header) -> Bytes {
+        let mut b = BytesMut::with_capacity(HEADER_LEN + 64);
+        b.put_u8(MAGIC);
+        b.put_u8(VERSION);
+        b.put_u8(self.kind());
+        b.put_u32(h.origin);
+        b.put_u32(h.epoch);
+        b.put_u64(h.seq);
+        match self {
+            Self::Event {
+                app,
+                channel,
+                messages,
+                except,
+                cache,
+            } => {
+                put_str(&mut b, app);
+                put_str(&mut b, channel);
+                b.put_u32(messages.len() as u32);
+                for m in messages {
+                    put_str(&mut b, m);
+                }
+                put_str(&mut b, except);
+                match cache {
+                    Some(c) => {
+                        b.put_u8(1);
+                        put_str(&mut b, c);
+                    }
+                    None => b.put_u8(0),
+                }
+            }
+            Self::Heartbeat { hello } => b.put_u8(u8::from(*hello)),
+            Self::Goodbye => {}
+            Self::MemberJoined {
+                app,
+                channel,
+                user,
+                info,
+            } => {
+                for s in [app, channel, user, info] {
+                    put_str(&mut b, s);
+                }
+            }
+            Self::MemberLeft { app, channel, user } => {
+                for s in [app, channel, user] {
+                    put_str(&mut b, s);
+                }
+            }
+            Self::Occupied { app, channel } | Self::Vacated { app, channel } => {
+                put_str(&mut b, app);
+                put_str(&mut b, channel);
+            }
+            Self::Snapshot { app, channels } => {
+                put_str(&mut b, app);
+                b.put_u32(channels.len() as u32);
+                for c in channels {
+                    put_str(&mut b, &c.channel);
+                    b.put_u32(c.members.len() as u32);
+                    for (user, info) in &c.members {
+                        put_str(&mut b, user);
+                        put_str(&mut b, info);
+                    }
+                }
+            }
+            Self::SnapshotRequest { target } => b.put_u32(*target),
+            Self::Terminate { app, user } => {
+                put_str(&mut b, app);
+                put_str(&mut b, user);
+            }
+            Self::Query { id, app, kind } => {
+                b.put_u64(*id);
+                put_str(&mut b, app);
+                match kind {
+                    QueryKind::Channels { prefix } => {
+                        b.put_u8(0);
+                        put_str(&mut b, prefix);
+                    }
+                    QueryKind::Channel { name } => {
+                        b.put_u8(1);
+                        put_str(&mut b, name);
+                    }
+                }
+            }
+            Self::Reply { id, channels } => {
+                b.put_u64(*id);
+                b.put_u32(channels.len() as u32);
+                for (name, n) in channels {
+                    put_str(&mut b, name);
+                    b.put_u32(*n);
+                }
+            }
+        }
+        b.freeze()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<(Header, Message), DecodeError> {
+        let mut r = Reader(bytes);
+        if r.u8()? != MAGIC {
+            return Err(DecodeError::Magic);
+        }
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        let kind = r.u8()?;
+        let h = Header {
+            origin: r.u32()?,
+            epoch: r.u32()?,
+            seq: r.u64()?,
+        };
+        let msg = match kind {
+            1 => {
+                let app = r.string()?;
+                let channel = r.string()?;
+                let n = r.count()?;
+                let mut messages = Vec::with_capacity(n);
+                for _ in 0..n {
+                    messages.push(r.string()?);
+                }
+                let except = r.string()?;
+                let cache = match r.u8()? {
+                    0 => None,
+                    _ => Some(r.string()?),
+                };
+                Self::Event {
+                    app,
+                    channel,
+                    messages,
+                    except,
+                    cache,
+                }
+            }
+            2 => Self::Heartbeat {
+                hello: r.u8()? != 0,
+            },
+            3 => Self::Goodbye,
+            4 => Self::MemberJoined {
+                app: r.string()?,
+                channel: r.string()?,
+                user: r.string()?,
+                info: r.string()?,
+            },
+            5 => Self::MemberLeft {
+                app: r.string()?,
+                channel: r.string()?,
+                user: r.string()?,
+            },
+            6 => Self::Occupied {
+                app: r.string()?,
+                channel: r.string()?,
+            },
+            7 => Self::Vacated {
+                app: r.string()?,
+                channel: r.string()?,
+            },
+            8 => {
+                let app = r.string()?;
+                let n = r.count()?;
+                let mut channels = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let channel = r.string()?;
+                    let m = r.count()?;
+                    let mut members = Vec::with_capacity(m);
+                    for _ in 0..m {
+                        members.push((r.string()?, r.string()?));
+                    }
+                    channels.push(ChannelSnapshot { channel, members });
+                }
+                Self::Snapshot { app, channels }
+            }
+            9 => Self::SnapshotRequest { target: r.u32()? },
+            10 => Self::Terminate {
+                app: r.string()?,
+                user: r.string()?,
+            },
+            11 => {
+                let id = r.u64()?;
+                let app = r.string()?;
+                let kind = match r.u8()? {
+                    0 => QueryKind::Channels {
+                        prefix: r.string()?,
+                    },
+                    _ => QueryKind::Channel { name: r.string()? },
+                };
+                Self::Query { id, app, kind }
+            }
+            12 => {
+                let id = r.u64()?;
+                let n = r.count()?;
+                let mut channels = Vec::with_capacity(n);
+                for _ in 0..n {
+                    channels.push((r.string()?, r.u32()?));
+                }
+                Self::Reply { id, channels }
+            }
+            other => return Err(DecodeError::Kind(other)),
+        };
+        if !r.0.is_empty() {
+            return Err(DecodeError::Trailing);
+        }
+        Ok((h, msg))
+    }
+}
+
+fn put_str(b: &mut BytesMut, s: &str) {
+    b.put_u32(s.len() as u32);
+    b.put_slice(s.as_bytes());
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
+    }
+
+    /// An element count, checked against the bytes left so a forged count cannot make us
+    /// reserve gigabytes (every element takes at least 4 bytes).
+    fn count(&mut self) -> Result<usize, DecodeError> {
+        let n = self.u32()? as usize;
+        if n > self.0.len() / 4 {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(n)
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let n = self.u32()? as usize;
+        let b = self.take(n)?;
+        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Utf8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Message> {
+        vec![
+            Message::Event {
+                app: "a".into(),
+                channel: "presence-x".into(),
+                messages: vec!["{\"event\":\"e\"}".into(), "{}".into()],
+                except: "1.2".into(),
+                cache: Some("d".into()),
+            },
+            Message::Heartbeat { hello: true },
+            Message::Goodbye,
+            Message::MemberJoined {
+                app: "a".into(),
+                channel: "presence-x".into(),
+                user: "u".into(),
+                info: "{\"n\":1}".into(),
+            },
+            Message::MemberLeft {
+                app: "a".into(),
+                channel: "c".into(),
+                user: "ü".into(),
+            },
+            Message::Occupied {
+                app: "a".into(),
+                channel: "c".into(),
+            },
+            Message::Vacated {
+                app: "a".into(),
+                channel: "c".into(),
+            },
+            Message::Snapshot {
+                app: "a".into(),
+                channels: vec![ChannelSnapshot {
+                    channel: "presence-x".into(),
+                    members: vec![("u".into(), "null".into())],
+                }],
+            },
+            Message::SnapshotRequest { target: 7 },
+            Message::Terminate {
+                app: "a".into(),
+                user: "u".into(),
+            },
+            Message::Query {
+                id: 9,
+                app: "a".into(),
+                kind: QueryKind::Channels {
+                    prefix: "presence-".into(),
+                },
+            },
+            Message::Query {
+                id: 9,
+                app: "a".into(),
+                kind: QueryKind::Channel { name: "c".into() },
+            },
+            Message::Reply {
+                id: 9,
+                channels: vec![("c".into(), 3)],
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let h = Header {
+            origin: 42,
+            epoch: 3,
+            seq: 1 << 40,
+        };
+        for m in samples() {
+            let bytes = m.encode(h);
+            assert_eq!(Message::decode(&bytes), Ok((h, m)));
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_foreign_bytes_are_refused() {
+        let h = Header {
+            origin: 1,
+            epoch: 1,
+            seq: 1,
+        };
+        for m in samples() {
+            let bytes = m.encode(h);
+            for cut in 0..bytes.len() {
+                assert!(
+                    Message::decode(&bytes[..cut]).is_err(),
+                    "{m:?} cut at {cut}"
+                );
+            }
+            let mut longer = bytes.to_vec();
+            longer.push(0);
+            assert_eq!(Message::decode(&longer), Err(DecodeError::Trailing));
+        }
+        assert_eq!(Message::decode(b"hello"), Err(DecodeError::Magic));
+        assert_eq!(
+            Message::decode(&[MAGIC, 9, 1]),
+            Err(DecodeError::Version(9))
+        );
+    }
+}
