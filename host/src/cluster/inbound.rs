@@ -24,7 +24,20 @@ impl Cluster {
             // Our own message back from the broker: proof that the backplane carries ours.
             if matches!(msg, Message::Heartbeat { .. }) {
                 let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-                peers.own_echo = Instant::now();
+                let now = Instant::now();
+                let silent = now - peers.own_echo;
+                if silent > Duration::from_millis(self.cfg.node_timeout_ms / 2) {
+                    // We were cut off (a broker outage): everyone else was silent for the same
+                    // reason, so each gets a fresh timeout to be heard again.
+                    tracing::info!(
+                        silent_ms = silent.as_millis() as u64,
+                        "backplane carries our messages again"
+                    );
+                    for t in peers.last_seen.values_mut() {
+                        *t = now;
+                    }
+                }
+                peers.own_echo = now;
             }
             return;
         }
@@ -196,31 +209,18 @@ impl Cluster {
         }
     }
 
-    /// Declares silent nodes dead, unless we are the ones cut off from the backplane.
+    /// Declares dead the nodes not heard from for the timeout, measured against our own
+    /// heartbeat's echo rather than the clock: while we are cut off from the backplane our
+    /// echo stops too, and nobody is declared dead for our outage.
     pub(super) fn expire(&self, hub: &Hub) {
         let timeout = Duration::from_millis(self.cfg.node_timeout_ms);
-        let now = Instant::now();
         let dead: Vec<u32> = {
-            let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-            if now - peers.own_echo > timeout {
-                if !peers.cut_off {
-                    tracing::warn!("our own heartbeats stopped coming back: not judging other nodes until they do");
-                }
-                peers.cut_off = true;
-                return;
-            }
-            if peers.cut_off {
-                // Back in touch: give everyone a fresh timeout to be heard again.
-                peers.cut_off = false;
-                for t in peers.last_seen.values_mut() {
-                    *t = now;
-                }
-                return;
-            }
+            let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            let echo = peers.own_echo;
             peers
                 .last_seen
                 .iter()
-                .filter(|(_, t)| now - **t > timeout)
+                .filter(|(_, t)| echo.saturating_duration_since(**t) > timeout)
                 .map(|(n, _)| *n)
                 .collect()
         };

@@ -41,7 +41,6 @@ struct Peers {
     /// Last time our own heartbeat came back through the backplane: while it does not, we
     /// are the ones cut off, and nobody else is declared dead.
     own_echo: Instant,
-    cut_off: bool,
     /// Last snapshot request per node, to ask at most once per interval.
     asked: HashMap<u32, Instant>,
 }
@@ -68,7 +67,6 @@ impl Cluster {
             peers: Mutex::new(Peers {
                 last_seen: HashMap::new(),
                 own_echo: Instant::now(),
-                cut_off: false,
                 asked: HashMap::new(),
             }),
             queries: query::Queries::default(),

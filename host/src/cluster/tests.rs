@@ -1,1 +1,367 @@
+//! Cluster logic across several in-process nodes joined by the in-memory backplane.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::fake::Bus;
+use super::wire::{Header, Message};
+use super::{topics, Cluster, QueryKind};
+use crate::backplane::Backplane;
+use crate::channels::{App, Hub, PresenceJoin};
+use crate::config::{AppConfig, ClusterConfig, Routing, WebhookSettings};
+use crate::conn::Conn;
+use crate::metrics::Metrics;
+use crate::protocol::ChannelName;
+
+struct Node {
+    cluster: Arc<Cluster>,
+    app: Arc<App>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn config(routing: Routing) -> ClusterConfig {
+    ClusterConfig {
+        routing,
+        heartbeat_interval_ms: 50,
+        node_timeout_ms: 300,
+        query_timeout_ms: 150,
+    }
+}
+
+fn start(bus: &Bus, id: u32, routing: Routing) -> Node {
+    let (bp, rx) = bus.attach();
+    let cluster = Arc::new(Cluster::new(id, config(routing), Arc::new(bp)));
+    let metrics = Arc::new(Metrics::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let (hooks, _) =
+        crate::webhooks::spawn(WebhookSettings::default(), metrics.clone(), stop_rx.clone());
+    let hub = Arc::new(Hub::new(
+        &[AppConfig::default()],
+        id,
+        cluster.clone(),
+        metrics,
+        hooks,
+    ));
+    let app = hub.by_id("app-id").unwrap().clone();
+    let task = tokio::spawn(cluster.clone().run(hub, rx, stop_rx));
+    Node {
+        cluster,
+        app,
+        stop,
+        task,
+    }
+}
+
+/// Starts `n` nodes and waits until each has heard all the others.
+async fn cluster_of(bus: &Bus, n: u32, routing: Routing) -> Vec<Node> {
+    let nodes: Vec<Node> = (1..=n).map(|i| start(bus, i, routing)).collect();
+    eventually(|| {
+        nodes
+            .iter()
+            .all(|x| x.cluster.peer_ids().len() == n as usize - 1)
+    })
+    .await;
+    nodes
+}
+
+async fn eventually(mut cond: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached within 2 s");
+}
+
+fn channel(name: &str) -> ChannelName {
+    ChannelName::parse(name, 200).unwrap()
+}
+
+fn socket(node: &Node) -> Arc<Conn> {
+    Arc::new(Conn::new(node.cluster.node_id, 1024))
+}
+
+fn join(node: &Node, conn: &Arc<Conn>, name: &str, user: Option<&str>) {
+    let presence = user.map(|u| PresenceJoin {
+        user_id: u.into(),
+        user_info: format!("{{\"name\":\"{u}\"}}").into(),
+    });
+    node.app.subscribe(conn, &channel(name), presence).unwrap();
+}
+
+/// The text of every frame queued to `conn` since the last call.
+fn texts(conn: &Conn) -> Vec<String> {
+    let mut out = Vec::new();
+    for buf in conn.take_frames() {
+        let mut b = &buf[..];
+        while b.len() >= 2 {
+            let (hdr, len) = match b[1] & 0x7f {
+                126 => (4, u16::from_be_bytes([b[2], b[3]]) as usize),
+                127 => panic!("no test frame is that large"),
+                n => (2, n as usize),
+            };
+            out.push(String::from_utf8(b[hdr..hdr + len].to_vec()).unwrap());
+            b = &b[hdr + len..];
+        }
+    }
+    out
+}
+
+fn events_named(texts: &[String], event: &str) -> usize {
+    texts
+        .iter()
+        .filter(|t| t.contains(&format!("\"event\":\"{event}\"")))
+        .count()
+}
+
+#[tokio::test]
+async fn events_reach_every_node_but_the_excluded_socket() {
+    for routing in [Routing::Broadcast, Routing::Interest] {
+        let bus = Bus::default();
+        let nodes = cluster_of(&bus, 3, routing).await;
+        let subs: Vec<_> = nodes.iter().map(socket).collect();
+        for (n, c) in nodes.iter().zip(&subs) {
+            join(n, c, "news", None);
+            texts(c);
+        }
+        let excluded = socket(&nodes[2]);
+        join(&nodes[2], &excluded, "news", None);
+        texts(&excluded);
+        // Interest routing subscribes per channel; give the subscriptions a moment.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for i in 0..50 {
+            nodes[0].app.publish(
+                &channel("news"),
+                "tick",
+                &i.to_string(),
+                Some(&excluded.socket_id),
+            );
+        }
+        let mut got = vec![Vec::new(); subs.len()];
+        eventually(|| {
+            for (c, g) in subs.iter().zip(got.iter_mut()) {
+                g.extend(texts(c));
+            }
+            got.iter().all(|g| g.len() >= 50)
+        })
+        .await;
+        for got in &got {
+            let order: Vec<String> = got
+                .iter()
+                .map(|t| {
+                    t.split("\"data\":\"")
+                        .nth(1)
+                        .unwrap()
+                        .split('"')
+                        .next()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect();
+            let want: Vec<String> = (0..50).map(|i| i.to_string()).collect();
+            assert_eq!(order, want, "{routing:?}: every event once, in order");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            texts(&excluded).is_empty(),
+            "socket_id exclusion crosses nodes"
+        );
+    }
+}
+
+#[tokio::test]
+async fn interest_routing_receives_only_channels_with_local_subscribers() {
+    let bus = Bus::default();
+    let nodes = cluster_of(&bus, 2, Routing::Interest).await;
+    let before = nodes[1].cluster.metrics.received.load(Ordering::Relaxed);
+    for _ in 0..20 {
+        nodes[0].app.publish(&channel("quiet"), "e", "x", None);
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let events = nodes[1].cluster.metrics.received.load(Ordering::Relaxed) - before;
+    assert!(
+        events < 5,
+        "only heartbeats arrive, not the 20 events ({events})"
+    );
+    let c = socket(&nodes[1]);
+    join(&nodes[1], &c, "quiet", None);
+    texts(&c);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    nodes[0].app.publish(&channel("quiet"), "e", "now", None);
+    eventually(|| texts(&c).len() == 1).await;
+}
+
+#[tokio::test]
+async fn presence_members_are_added_and_removed_once_across_nodes() {
+    let bus = Bus::default();
+    let nodes = cluster_of(&bus, 2, Routing::Broadcast).await;
+    let watcher = socket(&nodes[1]);
+    join(&nodes[1], &watcher, "presence-room", Some("watcher"));
+    texts(&watcher);
+    eventually(|| nodes[0].app.registry.user_count("presence-room") == 1).await;
+    // The same user on both nodes, twice on node 0.
+    let a0 = socket(&nodes[0]);
+    let a0b = socket(&nodes[0]);
+    let a1 = socket(&nodes[1]);
+    join(&nodes[0], &a0, "presence-room", Some("alice"));
+    join(&nodes[0], &a0b, "presence-room", Some("alice"));
+    eventually(|| nodes[1].app.registry.user_count("presence-room") == 2).await;
+    join(&nodes[1], &a1, "presence-room", Some("alice"));
+    // alice's subscribe on node 0 saw the watcher from node 1 in its roster.
+    let first = texts(&a0);
+    assert!(first[0].contains("subscription_succeeded") && first[0].contains("watcher"));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(
+        events_named(&texts(&watcher), "pusher_internal:member_added"),
+        1
+    );
+
+    nodes[0].app.unsubscribe(a0.id, &channel("presence-room"));
+    nodes[0].app.unsubscribe(a0b.id, &channel("presence-room"));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(texts(&watcher).is_empty(), "alice is still on node 1");
+    nodes[1].app.unsubscribe(a1.id, &channel("presence-room"));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(
+        events_named(&texts(&watcher), "pusher_internal:member_removed"),
+        1
+    );
+    eventually(|| nodes[0].app.registry.user_count("presence-room") == 1).await;
+}
+
+#[tokio::test]
+async fn a_dead_nodes_members_are_removed_and_a_late_node_learns_the_roster() {
+    let bus = Bus::default();
+    let mut nodes = cluster_of(&bus, 2, Routing::Broadcast).await;
+    let bob = socket(&nodes[0]);
+    join(&nodes[0], &bob, "presence-room", Some("bob"));
+    // A node that starts later gets the roster from a snapshot.
+    nodes.push(start(&bus, 3, Routing::Broadcast));
+    let carol = socket(&nodes[2]);
+    eventually(|| nodes[2].app.registry.user_count("presence-room") == 1).await;
+    join(&nodes[2], &carol, "presence-room", Some("carol"));
+    assert!(texts(&carol)[0].contains("bob"));
+    // Node 0 dies without a goodbye.
+    let dead = nodes.remove(0);
+    dead.task.abort();
+    let mut seen = Vec::new();
+    eventually(|| {
+        seen.extend(texts(&carol));
+        events_named(&seen, "pusher_internal:member_removed") == 1
+    })
+    .await;
+    assert_eq!(nodes[1].app.registry.user_count("presence-room"), 1);
+    assert!(nodes[1].cluster.metrics.node_deaths.load(Ordering::Relaxed) >= 1);
+    eventually(|| nodes[0].cluster.peer_ids() == vec![3]).await;
+}
+
+#[tokio::test]
+async fn queries_sum_every_node_and_time_out_on_a_silent_one() {
+    let bus = Bus::default();
+    let nodes = cluster_of(&bus, 2, Routing::Broadcast).await;
+    let keep: Vec<_> = (0..3)
+        .map(|i| {
+            let n = &nodes[i % 2];
+            let c = socket(n);
+            join(n, &c, "room", None);
+            c
+        })
+        .collect();
+    let a = nodes[0]
+        .cluster
+        .query(
+            &nodes[0].app,
+            QueryKind::Channels {
+                prefix: String::new(),
+            },
+        )
+        .await;
+    assert_eq!(a.counts.get("room"), Some(&3));
+    assert!(a.missing.is_empty());
+    drop(keep);
+    // Node 1 stops answering but is not yet declared dead.
+    nodes[1].task.abort();
+    let started = std::time::Instant::now();
+    let a = nodes[0]
+        .cluster
+        .query(
+            &nodes[0].app,
+            QueryKind::Channel {
+                name: "room".into(),
+            },
+        )
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(a.missing, vec![2]);
+    assert_eq!(
+        nodes[0]
+            .cluster
+            .metrics
+            .partial_queries
+            .load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test]
+async fn duplicates_are_dropped_and_an_outage_shows_as_gaps_without_false_deaths() {
+    let bus = Bus::default();
+    let nodes = cluster_of(&bus, 2, Routing::Broadcast).await;
+    let c = socket(&nodes[1]);
+    join(&nodes[1], &c, "news", None);
+    texts(&c);
+    // A forged node sends the same envelope twice.
+    let (rogue, _rx) = bus.attach();
+    let msg = Message::Event {
+        app: "app-id".into(),
+        channel: "news".into(),
+        messages: vec!["{\"event\":\"e\",\"channel\":\"news\",\"data\":\"1\"}".into()],
+        except: String::new(),
+        cache: None,
+    };
+    let h = Header {
+        origin: 99,
+        epoch: 1,
+        seq: 1,
+    };
+    rogue.publish(&topics::app("app-id"), msg.encode(h));
+    rogue.publish(&topics::app("app-id"), msg.encode(h));
+    rogue.publish(
+        &topics::app("app-id"),
+        bytes::Bytes::from_static(b"garbage"),
+    );
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(texts(&c).len(), 1);
+    assert_eq!(
+        nodes[1].cluster.metrics.duplicates.load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(nodes[1].cluster.metrics.invalid.load(Ordering::Relaxed), 1);
+
+    // The broker goes away for longer than the node timeout, then comes back. One event
+    // first, so the receiver has a place in node 1's sequence to count the gap from.
+    nodes[0].app.publish(&channel("news"), "before", "x", None);
+    eventually(|| !texts(&c).is_empty()).await;
+    bus.down.store(true, Ordering::Relaxed);
+    for _ in 0..5 {
+        nodes[0].app.publish(&channel("news"), "lost", "x", None);
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    bus.down.store(false, Ordering::Relaxed);
+    nodes[0].app.publish(&channel("news"), "after", "x", None);
+    eventually(|| !texts(&c).is_empty()).await;
+    assert!(nodes[1].cluster.metrics.gaps.load(Ordering::Relaxed) >= 5);
+    // The forged node went silent and is dropped; the real peer never is.
+    eventually(|| nodes[1].cluster.peer_ids() == vec![1]).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        nodes[1].cluster.metrics.node_deaths.load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(nodes[1].cluster.peer_ids(), vec![1]);
+}
