@@ -206,8 +206,8 @@ impl Cluster {
                     }
                     self.expire(&hub);
                 }
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() {
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
                         break;
                     }
                 }

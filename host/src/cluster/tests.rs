@@ -19,7 +19,8 @@ use crate::protocol::ChannelName;
 struct Node {
     cluster: Arc<Cluster>,
     app: Arc<App>,
-    stop: watch::Sender<bool>,
+    /// Keeps the run loop's shutdown signal open.
+    _stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -51,7 +52,7 @@ fn start(bus: &Bus, id: u32, routing: Routing) -> Node {
     Node {
         cluster,
         app,
-        stop,
+        _stop: stop,
         task,
     }
 }
