@@ -33,6 +33,8 @@ pub trait Link: Send + Sync {
     fn vacated(&self, _app: &str, _channel: &str) {}
     fn member_joined(&self, _app: &str, _channel: &str, _user: &str, _info: &str) {}
     fn member_left(&self, _app: &str, _channel: &str, _user: &str) {}
+    /// This node's subscriber count of `channel` changed (apps that count subscriptions).
+    fn count(&self, _app: &str, _channel: &str, _count: usize) {}
     /// Complete Pusher messages (JSON text) published on `channel`; `except` is the socket id
     /// to skip; `cache` the last event's data on cache channels.
     fn event(
@@ -233,6 +235,9 @@ impl App {
                     self.link
                         .member_joined(&self.config.id, name, &p.user_id, &p.user_info);
                 }
+                if self.counts_subscriptions(channel) {
+                    self.link.count(&self.config.id, name, j.local_count);
+                }
             },
         )?;
         if joined.already {
@@ -274,7 +279,10 @@ impl App {
                     self.link.member_left(&self.config.id, name, user);
                 }
                 if l.vacated {
+                    // Implies a count of zero on this node.
                     self.link.vacated(&self.config.id, name);
+                } else if self.counts_subscriptions(channel) {
+                    self.link.count(&self.config.id, name, l.local_count);
                 }
             },
         );
@@ -298,9 +306,14 @@ impl App {
         }
     }
 
-    /// Broadcasts `pusher_internal:subscription_count` on non-presence channels when enabled.
+    fn counts_subscriptions(&self, channel: &ChannelName) -> bool {
+        self.config.subscription_count && channel.kind() != ChannelKind::Presence
+    }
+
+    /// Broadcasts `pusher_internal:subscription_count` (the cluster-wide count) on
+    /// non-presence channels when enabled.
     fn count_changed(&self, channel: &ChannelName, count: usize) {
-        if !self.config.subscription_count || channel.kind() == ChannelKind::Presence {
+        if !self.counts_subscriptions(channel) {
             return;
         }
         let f = frame::text(&messages::subscription_count(channel.as_str(), count));
@@ -336,6 +349,19 @@ impl App {
             });
     }
 
+    /// Another node's subscriber count changed: local subscribers hear the new total.
+    pub fn remote_count(&self, node: u32, channel: &ChannelName, count: u32) {
+        if !self.counts_subscriptions(channel) {
+            return;
+        }
+        let name = channel.as_str();
+        if let Some(total) = self.registry.remote_count(name, node, count) {
+            let f = frame::text(&messages::subscription_count(name, total));
+            let n = self.registry.publish(name, &f, None);
+            self.count_out(n, f.len());
+        }
+    }
+
     pub fn remote_member_left(&self, node: u32, channel: &str, user: &str) {
         self.registry.remote_leave(channel, node, user, &|u| {
             frame::text(&messages::member_removed(channel, u))
@@ -348,7 +374,7 @@ impl App {
     pub fn replace_node(
         &self,
         node: u32,
-        held: &[(ChannelName, Vec<(String, String)>)],
+        held: &[(ChannelName, u32, Vec<(String, String)>)],
         hooks: bool,
     ) {
         let changes = self.registry.replace_node(

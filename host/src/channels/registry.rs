@@ -39,6 +39,8 @@ struct Channel {
     /// Other nodes with subscribers to this channel. An entry lives while it has local
     /// subscribers, members or remote subscribers.
     remote: Vec<u32>,
+    /// Subscriber counts other nodes reported (only apps with subscription counting).
+    remote_counts: Vec<(u32, u32)>,
 }
 
 impl Channel {
@@ -48,6 +50,24 @@ impl Channel {
             subscribers: HashMap::new(),
             members: HashMap::new(),
             remote: Vec::new(),
+            remote_counts: Vec::new(),
+        }
+    }
+
+    /// Subscribers here plus those other nodes reported.
+    fn cluster_count(&self) -> usize {
+        self.subscribers.len()
+            + self
+                .remote_counts
+                .iter()
+                .map(|(_, n)| *n as usize)
+                .sum::<usize>()
+    }
+
+    fn set_remote_count(&mut self, node: u32, n: u32) {
+        self.remote_counts.retain(|(x, _)| *x != node);
+        if n > 0 {
+            self.remote_counts.push((node, n));
         }
     }
 
@@ -111,6 +131,8 @@ pub enum Transition {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalChannel {
     pub name: String,
+    /// Sockets subscribed on this node.
+    pub subscribers: u32,
     /// `(user_id, user_info)` of presence users with a socket on this node.
     pub members: Vec<(String, String)>,
 }
@@ -142,6 +164,9 @@ pub struct Joined {
     pub member_added: bool,
     /// The socket was already subscribed; nothing changed.
     pub already: bool,
+    /// Subscribers on this node.
+    pub local_count: usize,
+    /// Subscribers across the cluster, as far as other nodes reported them.
     pub subscription_count: usize,
 }
 
@@ -156,6 +181,7 @@ pub struct Left {
     pub local_member_removed: Option<Arc<str>>,
     /// The presence user who left the cluster: `member_removed` went out.
     pub member_removed: Option<Arc<str>>,
+    pub local_count: usize,
     pub subscription_count: usize,
     /// The socket was not subscribed.
     pub absent: bool,
@@ -208,7 +234,8 @@ impl Registry {
             conn.send(reply(snapshot));
             return Ok(Joined {
                 already: true,
-                subscription_count: entry.subscribers.len(),
+                local_count: entry.subscribers.len(),
+                subscription_count: entry.cluster_count(),
                 ..Joined::default()
             });
         }
@@ -252,7 +279,8 @@ impl Registry {
             let frame = member_added(presence.as_ref().expect("added implies presence"));
             broadcast(entry, &frame, Some(conn.id));
         }
-        joined.subscription_count = entry.subscribers.len();
+        joined.local_count = entry.subscribers.len();
+        joined.subscription_count = entry.cluster_count();
         announce(&joined);
         Ok(joined)
     }
@@ -276,7 +304,8 @@ impl Registry {
         let Some(sub) = entry.subscribers.remove(&conn_id) else {
             return Left {
                 absent: true,
-                subscription_count: entry.subscribers.len(),
+                local_count: entry.subscribers.len(),
+                subscription_count: entry.cluster_count(),
                 ..Left::default()
             };
         };
@@ -294,8 +323,9 @@ impl Registry {
                 }
             }
         }
-        left.subscription_count = entry.subscribers.len();
-        left.vacated = left.subscription_count == 0;
+        left.local_count = entry.subscribers.len();
+        left.subscription_count = entry.cluster_count();
+        left.vacated = left.local_count == 0;
         left.cluster_vacated = left.vacated && entry.remote.is_empty();
         announce(&left);
         if entry.is_empty() {
@@ -375,6 +405,7 @@ impl Registry {
             .filter(|c| !c.subscribers.is_empty())
             .map(|c| LocalChannel {
                 name: c.name.as_str().to_owned(),
+                subscribers: c.subscribers.len() as u32,
                 members: c
                     .members
                     .iter()
@@ -412,11 +443,21 @@ impl Registry {
             return false;
         }
         entry.remote.retain(|n| *n != node);
+        entry.set_remote_count(node, 0);
         let vacated = entry.subscribers.is_empty() && entry.remote.is_empty();
         if entry.is_empty() {
             map.remove(channel);
         }
         vacated
+    }
+
+    /// Another node's subscriber count for `channel` changed. Returns the cluster-wide count
+    /// when this node has subscribers to tell.
+    pub fn remote_count(&self, channel: &str, node: u32, n: u32) -> Option<usize> {
+        let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
+        let entry = map.get_mut(channel)?;
+        entry.set_remote_count(node, n);
+        (!entry.subscribers.is_empty()).then(|| entry.cluster_count())
     }
 
     /// A user's first socket on another node joined; returns whether it is new to the cluster
@@ -459,14 +500,14 @@ impl Registry {
     pub fn replace_node(
         &self,
         node: u32,
-        held: &[(ChannelName, Vec<(String, String)>)],
+        held: &[(ChannelName, u32, Vec<(String, String)>)],
         added: &dyn Fn(&str, &str, &str) -> Bytes,
         removed: &dyn Fn(&str, &str) -> Bytes,
     ) -> Vec<Transition> {
         let mut out = Vec::new();
         let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
         let wanted: std::collections::HashMap<&str, &Vec<(String, String)>> =
-            held.iter().map(|(c, m)| (c.as_str(), m)).collect();
+            held.iter().map(|(c, _, m)| (c.as_str(), m)).collect();
         // What the node no longer holds.
         for entry in map.values_mut() {
             let name = entry.name.as_str().to_owned();
@@ -490,6 +531,7 @@ impl Registry {
             }
             if keep.is_none() && entry.remote.contains(&node) {
                 entry.remote.retain(|n| *n != node);
+                entry.set_remote_count(node, 0);
                 if entry.subscribers.is_empty() && entry.remote.is_empty() {
                     out.push(Transition::Vacated(name));
                 }
@@ -497,11 +539,12 @@ impl Registry {
         }
         map.retain(|_, c| !c.is_empty());
         // What it holds now.
-        for (channel, members) in held {
+        for (channel, count, members) in held {
             let name = channel.as_str();
             let entry = map
                 .entry(name.into())
                 .or_insert_with(|| Channel::new(channel.clone()));
+            entry.set_remote_count(node, *count);
             if !entry.remote.contains(&node) {
                 if entry.subscribers.is_empty() && entry.remote.is_empty() {
                     out.push(Transition::Occupied(name.to_owned()));

@@ -178,14 +178,29 @@ impl Cluster {
             Message::Vacated { app, channel } => {
                 let Some(app) = app_of(&app) else { return };
                 app.registry.remote_vacated(&channel, node);
+                if let Some(channel) = app.channel_name(&channel) {
+                    // Vacated implies a count of zero there; our subscribers hear the total.
+                    app.remote_count(node, &channel, 0);
+                }
             }
             Message::Snapshot { app, channels } => {
                 let Some(app) = app_of(&app) else { return };
                 let held: Vec<_> = channels
                     .into_iter()
-                    .filter_map(|c| Some((channel_of(app, &c.channel)?, c.members)))
+                    .filter_map(|c| Some((channel_of(app, &c.channel)?, c.subscribers, c.members)))
                     .collect();
                 app.replace_node(node, &held, false);
+            }
+            Message::Count {
+                app,
+                channel,
+                count,
+            } => {
+                let Some(app) = app_of(&app) else { return };
+                let Some(channel) = channel_of(app, &channel) else {
+                    return;
+                };
+                app.remote_count(node, &channel, count);
             }
             Message::SnapshotRequest { target } => {
                 if target == self.node_id {

@@ -155,6 +155,7 @@ impl Cluster {
                     .into_iter()
                     .map(|c| wire::ChannelSnapshot {
                         channel: c.name,
+                        subscribers: c.subscribers,
                         members: c.members,
                     })
                     .collect();
@@ -268,6 +269,17 @@ impl Link for Cluster {
                 app: app.into(),
                 channel: channel.into(),
                 user: user.into(),
+            },
+        );
+    }
+
+    fn count(&self, app: &str, channel: &str, count: usize) {
+        self.send(
+            topics::CONTROL,
+            &Message::Count {
+                app: app.into(),
+                channel: channel.into(),
+                count: count as u32,
             },
         );
     }

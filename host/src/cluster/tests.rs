@@ -34,19 +34,17 @@ fn config(routing: Routing) -> ClusterConfig {
 }
 
 fn start(bus: &Bus, id: u32, routing: Routing) -> Node {
+    start_with(bus, id, routing, AppConfig::default())
+}
+
+fn start_with(bus: &Bus, id: u32, routing: Routing, app: AppConfig) -> Node {
     let (bp, rx) = bus.attach();
     let cluster = Arc::new(Cluster::new(id, config(routing), Arc::new(bp)));
     let metrics = Arc::new(Metrics::default());
     let (stop, stop_rx) = watch::channel(false);
     let (hooks, _) =
         crate::webhooks::spawn(WebhookSettings::default(), metrics.clone(), stop_rx.clone());
-    let hub = Arc::new(Hub::new(
-        &[AppConfig::default()],
-        id,
-        cluster.clone(),
-        metrics,
-        hooks,
-    ));
+    let hub = Arc::new(Hub::new(&[app], id, cluster.clone(), metrics, hooks));
     let app = hub.by_id("app-id").unwrap().clone();
     let task = tokio::spawn(cluster.clone().run(hub, rx, stop_rx));
     Node {
@@ -365,4 +363,49 @@ async fn duplicates_are_dropped_and_an_outage_shows_as_gaps_without_false_deaths
         1
     );
     assert_eq!(nodes[1].cluster.peer_ids(), vec![1]);
+}
+
+#[tokio::test]
+async fn subscription_counts_are_cluster_wide() {
+    let bus = Bus::default();
+    let app = AppConfig {
+        subscription_count: true,
+        ..AppConfig::default()
+    };
+    let nodes: Vec<Node> = (1..=2)
+        .map(|i| start_with(&bus, i, Routing::Broadcast, app.clone()))
+        .collect();
+    eventually(|| nodes.iter().all(|n| n.cluster.peer_ids().len() == 1)).await;
+    let a = socket(&nodes[0]);
+    join(&nodes[0], &a, "counted", None);
+    let b = socket(&nodes[1]);
+    let b2 = socket(&nodes[1]);
+    join(&nodes[1], &b, "counted", None);
+    join(&nodes[1], &b2, "counted", None);
+    let mut seen = Vec::new();
+    eventually(|| {
+        seen.extend(texts(&a));
+        seen.last().is_some_and(|t| {
+            t.contains("subscription_count") && t.contains("\\\"subscription_count\\\":3")
+        })
+    })
+    .await;
+    // A subscriber joining node 1 now hears the total, node 0's included.
+    let c = socket(&nodes[1]);
+    join(&nodes[1], &c, "counted", None);
+    let got = texts(&c);
+    assert!(
+        got.iter()
+            .any(|t| t.contains("\\\"subscription_count\\\":4")),
+        "{got:?}"
+    );
+    // Node 0's subscriber leaves: node 1's subscribers hear 3.
+    nodes[0].app.unsubscribe(a.id, &channel("counted"));
+    let mut seen = Vec::new();
+    eventually(|| {
+        seen.extend(texts(&c));
+        seen.iter()
+            .any(|t| t.contains("\\\"subscription_count\\\":3"))
+    })
+    .await;
 }

@@ -25,6 +25,8 @@ pub struct Header {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelSnapshot {
     pub channel: String,
+    /// Sockets subscribed on the node.
+    pub subscribers: u32,
     /// `(user_id, user_info JSON)`; empty for channels that are not presence channels.
     pub members: Vec<(String, String)>,
 }
@@ -71,6 +73,12 @@ pub enum Message {
     Occupied { app: String, channel: String },
     /// The origin's last local subscriber left the channel.
     Vacated { app: String, channel: String },
+    /// The origin's subscriber count of a channel changed (apps with subscription counting).
+    Count {
+        app: String,
+        channel: String,
+        count: u32,
+    },
     /// Everything the origin holds for one app: replaces what receivers knew of it.
     Snapshot {
         app: String,
@@ -123,6 +131,7 @@ impl Message {
             Self::Terminate { .. } => 10,
             Self::Query { .. } => 11,
             Self::Reply { .. } => 12,
+            Self::Count { .. } => 13,
         }
     }
 
@@ -183,6 +192,7 @@ impl Message {
                 b.put_u32(channels.len() as u32);
                 for c in channels {
                     put_str(&mut b, &c.channel);
+                    b.put_u32(c.subscribers);
                     b.put_u32(c.members.len() as u32);
                     for (user, info) in &c.members {
                         put_str(&mut b, user);
@@ -191,6 +201,15 @@ impl Message {
                 }
             }
             Self::SnapshotRequest { target } => b.put_u32(*target),
+            Self::Count {
+                app,
+                channel,
+                count,
+            } => {
+                put_str(&mut b, app);
+                put_str(&mut b, channel);
+                b.put_u32(*count);
+            }
             Self::Terminate { app, user } => {
                 put_str(&mut b, app);
                 put_str(&mut b, user);
@@ -287,12 +306,17 @@ impl Message {
                 let mut channels = Vec::with_capacity(n);
                 for _ in 0..n {
                     let channel = r.string()?;
+                    let subscribers = r.u32()?;
                     let m = r.count()?;
                     let mut members = Vec::with_capacity(m);
                     for _ in 0..m {
                         members.push((r.string()?, r.string()?));
                     }
-                    channels.push(ChannelSnapshot { channel, members });
+                    channels.push(ChannelSnapshot {
+                        channel,
+                        subscribers,
+                        members,
+                    });
                 }
                 Self::Snapshot { app, channels }
             }
@@ -321,6 +345,11 @@ impl Message {
                 }
                 Self::Reply { id, channels }
             }
+            13 => Self::Count {
+                app: r.string()?,
+                channel: r.string()?,
+                count: r.u32()?,
+            },
             other => return Err(DecodeError::Kind(other)),
         };
         if !r.0.is_empty() {
@@ -418,10 +447,16 @@ mod tests {
                 app: "a".into(),
                 channels: vec![ChannelSnapshot {
                     channel: "presence-x".into(),
+                    subscribers: 2,
                     members: vec![("u".into(), "null".into())],
                 }],
             },
             Message::SnapshotRequest { target: 7 },
+            Message::Count {
+                app: "a".into(),
+                channel: "c".into(),
+                count: 4,
+            },
             Message::Terminate {
                 app: "a".into(),
                 user: "u".into(),
