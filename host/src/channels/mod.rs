@@ -15,7 +15,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use cache::{Cache, CachedEvent};
-pub use registry::{ChannelStats, JoinError, LocalChannel, PresenceJoin, Registry, Transition};
+pub use registry::{
+    ChannelStats, JoinError, LocalChannel, PresenceJoin, Registry, RemoteChannel, Transition,
+};
 pub use users::Users;
 
 use crate::config::AppConfig;
@@ -371,12 +373,7 @@ impl App {
     /// Replaces what is known of `node` (its snapshot, or nothing when it died). With
     /// `hooks`, sends the webhooks for what changed cluster-wide (the elected node does this
     /// when another one dies, since the dead one cannot).
-    pub fn replace_node(
-        &self,
-        node: u32,
-        held: &[(ChannelName, u32, Vec<(String, String)>)],
-        hooks: bool,
-    ) {
+    pub fn replace_node(&self, node: u32, held: &[RemoteChannel], hooks: bool) {
         let changes = self.registry.replace_node(
             node,
             held,

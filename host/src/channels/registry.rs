@@ -127,6 +127,15 @@ pub enum Transition {
     MemberRemoved { channel: String, user: String },
 }
 
+/// One channel as another node holds it, from that node's snapshot.
+#[derive(Debug, Clone)]
+pub struct RemoteChannel {
+    pub channel: ChannelName,
+    pub subscribers: u32,
+    /// `(user_id, user_info)` of presence users with a socket there.
+    pub members: Vec<(String, String)>,
+}
+
 /// One channel as this node holds it, for a snapshot sent to other nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalChannel {
@@ -500,14 +509,16 @@ impl Registry {
     pub fn replace_node(
         &self,
         node: u32,
-        held: &[(ChannelName, u32, Vec<(String, String)>)],
+        held: &[RemoteChannel],
         added: &dyn Fn(&str, &str, &str) -> Bytes,
         removed: &dyn Fn(&str, &str) -> Bytes,
     ) -> Vec<Transition> {
         let mut out = Vec::new();
         let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
-        let wanted: std::collections::HashMap<&str, &Vec<(String, String)>> =
-            held.iter().map(|(c, _, m)| (c.as_str(), m)).collect();
+        let wanted: std::collections::HashMap<&str, &Vec<(String, String)>> = held
+            .iter()
+            .map(|r| (r.channel.as_str(), &r.members))
+            .collect();
         // What the node no longer holds.
         for entry in map.values_mut() {
             let name = entry.name.as_str().to_owned();
@@ -539,7 +550,12 @@ impl Registry {
         }
         map.retain(|_, c| !c.is_empty());
         // What it holds now.
-        for (channel, count, members) in held {
+        for RemoteChannel {
+            channel,
+            subscribers: count,
+            members,
+        } in held
+        {
             let name = channel.as_str();
             let entry = map
                 .entry(name.into())
