@@ -187,7 +187,13 @@ impl Cluster {
                 let Some(app) = app_of(&app) else { return };
                 let held: Vec<_> = channels
                     .into_iter()
-                    .filter_map(|c| Some((channel_of(app, &c.channel)?, c.subscribers, c.members)))
+                    .filter_map(|c| {
+                        Some(crate::channels::RemoteChannel {
+                            channel: channel_of(app, &c.channel)?,
+                            subscribers: c.subscribers,
+                            members: c.members,
+                        })
+                    })
                     .collect();
                 app.replace_node(node, &held, false);
             }
