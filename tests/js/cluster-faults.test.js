@@ -31,6 +31,32 @@ for (const kind of ['redis', 'nats']) {
       return { broker, nodes, on };
     }
 
+    it('a node started late delivers cross-node traffic at once and learns the roster', async (t) => {
+      const { broker, nodes, on } = await setup();
+      const ann = on(0, { presence: who('ann') });
+      await h.subscribed(ann, 'presence-late');
+      // Not waiting for the new node to hear the others: as soon as it serves, it delivers.
+      const late = await h.startServer({ config: c.nodeConfig(broker, { nodeTimeoutMs: 3000 }) });
+      const startedAt = Date.now();
+      const p = h.client(late.port);
+      const ch = await h.subscribed(p, 'late-news');
+      let got = false;
+      ch.bind('hi', () => { got = true; });
+      const sdk = h.server(nodes[0].port);
+      await c.until(async () => {
+        await sdk.trigger('late-news', 'hi', {});
+        return got;
+      }, 5000, 'an event from an old node on the new one');
+      t.diagnostic(`first cross-node delivery ${Date.now() - startedAt} ms after the new node served`);
+      const bob = h.client(late.port, { presence: who('bob') });
+      await c.until(async () => (await c.up(late.port)).peers.length === 3, 5000, 'the new node hearing the others');
+      const chBob = await h.subscribed(bob, 'presence-late');
+      assert.deepEqual(Object.keys(chBob.members.members).sort(), ['ann', 'bob']);
+      p.disconnect();
+      bob.disconnect();
+      await late.stop();
+    });
+
     it('a node killed with SIGKILL: its presence members leave within 5 s, the others carry on', async (t) => {
       const { nodes, on } = await setup();
       const watcher = on(0, { presence: who('watcher') });

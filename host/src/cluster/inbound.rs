@@ -38,6 +38,7 @@ impl Cluster {
                     }
                 }
                 peers.own_echo = now;
+                peers.heard_self = true;
             }
             return;
         }

@@ -41,6 +41,10 @@ struct Peers {
     /// Last time our own heartbeat came back through the backplane: while it does not, we
     /// are the ones cut off, and nobody else is declared dead.
     own_echo: Instant,
+    /// Whether any of our heartbeats has come back yet. Until one does, we keep saying hello
+    /// (asking peers for their state): the first ones may have gone out before the adapter
+    /// reached the broker.
+    heard_self: bool,
     /// Last snapshot request per node, to ask at most once per interval.
     asked: HashMap<u32, Instant>,
 }
@@ -67,6 +71,7 @@ impl Cluster {
             peers: Mutex::new(Peers {
                 last_seen: HashMap::new(),
                 own_echo: Instant::now(),
+                heard_self: false,
                 asked: HashMap::new(),
             }),
             queries: query::Queries::default(),
@@ -201,9 +206,12 @@ impl Cluster {
                     None => break,
                 },
                 _ = tick.tick() => {
-                    if last_beat.elapsed() >= beat {
+                    let hello = !self.peers.lock().unwrap_or_else(|e| e.into_inner()).heard_self;
+                    // Hellos go out every tick, so a fresh node learns the cluster's state as
+                    // soon as its adapter is connected.
+                    if hello || last_beat.elapsed() >= beat {
                         last_beat = Instant::now();
-                        self.send(topics::CONTROL, &Message::Heartbeat { hello: false });
+                        self.send(topics::CONTROL, &Message::Heartbeat { hello });
                     }
                     self.expire(&hub);
                 }
