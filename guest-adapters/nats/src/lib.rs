@@ -95,6 +95,7 @@ pub trait Io {
 }
 
 /// The real host, through the SDK.
+#[derive(Default)]
 pub struct SdkIo;
 
 impl Io for SdkIo {
@@ -199,9 +200,9 @@ impl<H: Io> Nats<H> {
             Ok(()) => Ok(n),
             // The allow-list does not change while the host runs: retrying cannot help, and
             // `invalid-config` shows the reason instead of a silent reconnect loop.
-            Err(HostError::NotAllowed(why)) => {
-                Err(Error::InvalidConfig(format!("cannot connect to NATS: {why}")))
-            }
+            Err(HostError::NotAllowed(why)) => Err(Error::InvalidConfig(format!(
+                "cannot connect to NATS: {why}"
+            ))),
             Err(e) => {
                 n.failed(format!("cannot open a connection: {e:?}"));
                 Ok(n)
@@ -284,7 +285,10 @@ impl<H: Io> Nats<H> {
             return;
         }
         self.reconnect_timer = self.set_timer(self.backoff_ms);
-        self.backoff_ms = (self.backoff_ms * 2).min(self.cfg.reconnect_max_ms.max(1));
+        self.backoff_ms = self
+            .backoff_ms
+            .saturating_mul(2)
+            .min(self.cfg.reconnect_max_ms.max(1));
     }
 
     fn subject(&self, topic: &str) -> Result<String, Error> {
@@ -392,7 +396,8 @@ impl<H: Io> Nats<H> {
             }
             Op::Pong => match self.phase {
                 Phase::AwaitPong => self.ready(),
-                Phase::Ready if self.deadline_timer.is_some() => {
+                // Our keepalive PING is out exactly while no next one is scheduled.
+                Phase::Ready if self.ping_timer.is_none() => {
                     if let Some(t) = self.deadline_timer.take() {
                         self.io.cancel_timer(t);
                     }
@@ -428,7 +433,14 @@ impl<H: Io> Nats<H> {
     }
 }
 
-impl<H: Io> Nats<H> {
+/// Generic over the host so the tests drive exactly the code the component runs; the
+/// component is `Nats<SdkIo>` (see `export_adapter!` below).
+impl<H: Io + Default + 'static> Adapter for Nats<H> {
+    fn init(config: &str, _snapshot: Option<Vec<u8>>) -> Result<Self, Error> {
+        let cfg = Config::parse(config).map_err(Error::InvalidConfig)?;
+        Self::start(cfg, H::default())
+    }
+
     fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<(), Error> {
         self.check_ready()?;
         let subject = self.subject(topic)?;
@@ -524,11 +536,11 @@ impl<H: Io> Nats<H> {
         self.arm_deadline();
     }
 
-    fn on_data(&mut self, conn: u32, data: &[u8]) {
+    fn on_data(&mut self, conn: u32, data: Vec<u8>) {
         if self.conn != Some(conn) {
             return;
         }
-        self.parser.feed(data);
+        self.parser.feed(&data);
         // Handling an op may replace the connection; what is left belongs to the old one.
         while self.conn == Some(conn) {
             match self.parser.next_op() {
@@ -600,43 +612,6 @@ impl<H: Io> Nats<H> {
     }
 }
 
-impl Adapter for Nats<SdkIo> {
-    fn init(config: &str, _snapshot: Option<Vec<u8>>) -> Result<Self, Error> {
-        let cfg = Config::parse(config).map_err(Error::InvalidConfig)?;
-        Self::start(cfg, SdkIo)
-    }
-    fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<(), Error> {
-        Nats::publish(self, topic, payload)
-    }
-    fn publish_batch(&mut self, messages: Vec<Message>) -> Result<(), Error> {
-        Nats::publish_batch(self, messages)
-    }
-    fn subscribe(&mut self, topic: &str) -> Result<(), Error> {
-        Nats::subscribe(self, topic)
-    }
-    fn unsubscribe(&mut self, topic: &str) -> Result<(), Error> {
-        Nats::unsubscribe(self, topic)
-    }
-    fn on_connected(&mut self, conn: u32) {
-        Nats::on_connected(self, conn);
-    }
-    fn on_data(&mut self, conn: u32, data: Vec<u8>) {
-        Nats::on_data(self, conn, &data);
-    }
-    fn on_closed(&mut self, conn: u32, reason: String) {
-        Nats::on_closed(self, conn, reason);
-    }
-    fn on_timer(&mut self, timer: u32) {
-        Nats::on_timer(self, timer);
-    }
-    fn health(&self) -> Health {
-        Nats::health(self)
-    }
-    fn shutdown(&mut self) {
-        Nats::shutdown(self);
-    }
-}
-
 export_adapter!(Nats);
 
 #[cfg(test)]
@@ -700,7 +675,8 @@ mod tests {
         }
     }
 
-    const INFO: &[u8] = b"INFO {\"server_id\":\"S\",\"version\":\"2.9.10\",\"max_payload\":1048576}\r\n";
+    const INFO: &[u8] =
+        b"INFO {\"server_id\":\"S\",\"version\":\"2.9.10\",\"max_payload\":1048576}\r\n";
 
     fn adapter(json: &str) -> Nats<Fake> {
         Nats::start(Config::parse(json).unwrap(), Fake::default()).unwrap()
@@ -716,10 +692,14 @@ mod tests {
     fn bring_up(n: &mut Nats<Fake>) -> u32 {
         let c = n.conn.unwrap();
         n.on_connected(c);
-        n.on_data(c, INFO);
-        n.on_data(c, b"PONG\r\n");
+        feed(n, c, INFO);
+        feed(n, c, b"PONG\r\n");
         assert_eq!(n.phase, Phase::Ready);
         c
+    }
+
+    fn feed(n: &mut Nats<Fake>, conn: u32, bytes: &[u8]) {
+        n.on_data(conn, bytes.to_vec());
     }
 
     /// Fires the timer `which` picks, as the host would.
@@ -759,9 +739,9 @@ mod tests {
         assert!(n.io.sent.is_empty(), "nothing goes out before INFO");
         n.on_connected(c);
         assert!(n.deadline_timer.is_some());
-        n.on_data(c, &INFO[..10]);
+        feed(&mut n, c, &INFO[..10]);
         assert!(n.io.sent.is_empty());
-        n.on_data(c, &INFO[10..]);
+        feed(&mut n, c, &INFO[10..]);
         let w = wire(&mut n, c);
         assert!(w.starts_with("CONNECT {"), "{w}");
         assert!(w.contains("\"echo\":true") && w.contains("\"auth_token\":\"secret\""));
@@ -774,7 +754,7 @@ mod tests {
         assert!(matches!(n.publish("ctl", b"x"), Err(Error::Unavailable(_))));
         n.subscribe("late").unwrap();
         assert_eq!(wire(&mut n, c), "SUB sy.test.late 3\r\n");
-        n.on_data(c, b"PONG\r\n");
+        feed(&mut n, c, b"PONG\r\n");
         assert!(matches!(n.health(), Health::Ready));
         assert!(n.deadline_timer.is_none() && n.ping_timer.is_some());
         n.publish("ctl", b"a\r\nb").unwrap();
@@ -792,11 +772,14 @@ mod tests {
             w.ends_with("PING\r\nSUB switchyard.ch:app:private-chat%2Eroom%2A1 1\r\n"),
             "{w}"
         );
-        let mut frames = b"MSG switchyard.ch:app:private-chat%2Eroom%2A1 1 4\r\n\x00\r\n\xff\r\n".to_vec();
+        let mut frames =
+            b"MSG switchyard.ch:app:private-chat%2Eroom%2A1 1 4\r\n\x00\r\n\xff\r\n".to_vec();
         // An unknown sid (unsubscribed meanwhile) and a subject that does not match its sid.
-        frames.extend_from_slice(b"MSG switchyard.other 9 1\r\nx\r\nMSG switchyard.other 1 1\r\ny\r\n");
+        frames.extend_from_slice(
+            b"MSG switchyard.other 9 1\r\nx\r\nMSG switchyard.other 1 1\r\ny\r\n",
+        );
         for chunk in frames.chunks(5) {
-            n.on_data(c, chunk);
+            feed(&mut n, c, chunk);
         }
         assert_eq!(
             n.io.delivered,
@@ -819,7 +802,11 @@ mod tests {
             w.ends_with("SUB switchyard.a 1\r\nUNSUB 1\r\nSUB switchyard.a 2\r\n"),
             "{w}"
         );
-        n.on_data(c, b"MSG switchyard.a 1 3\r\nold\r\nMSG switchyard.a 2 3\r\nnew\r\n");
+        feed(
+            &mut n,
+            c,
+            b"MSG switchyard.a 1 3\r\nold\r\nMSG switchyard.a 2 3\r\nnew\r\n",
+        );
         assert_eq!(n.io.delivered, vec![("a".to_string(), b"new".to_vec())]);
     }
 
@@ -833,9 +820,7 @@ mod tests {
         n.unsubscribe("y").unwrap();
         n.on_closed(c1, "closed by peer".into());
         assert!(n.conn.is_none() && n.ping_timer.is_none());
-        assert!(
-            matches!(n.health(), Health::Degraded(ref why) if why.contains("closed by peer"))
-        );
+        assert!(matches!(n.health(), Health::Degraded(ref why) if why.contains("closed by peer")));
         assert!(matches!(n.publish("x", b"p"), Err(Error::Unavailable(_))));
         // Failing attempts back off 50, 100, 150, 150.
         let mut delays = Vec::new();
@@ -849,19 +834,22 @@ mod tests {
         fire(&mut n, |n| n.reconnect_timer);
         let c = n.conn.unwrap();
         n.on_connected(c);
-        n.on_data(c, INFO);
+        feed(&mut n, c, INFO);
         let w = wire(&mut n, c);
         assert!(
             w.ends_with("SUB switchyard.x 1\r\nSUB switchyard.z 3\r\nPING\r\n"),
             "{w}"
         );
-        n.on_data(c, b"PONG\r\n");
+        feed(&mut n, c, b"PONG\r\n");
         assert!(matches!(n.health(), Health::Ready));
         // A successful connection resets the backoff.
         n.on_closed(c, "gone".into());
         assert_eq!(n.io.timers[&n.reconnect_timer.unwrap()], 50);
         assert_eq!(n.io.connects, 6);
-        assert!(n.io.closed.is_empty(), "closed connections are not closed again");
+        assert!(
+            n.io.closed.is_empty(),
+            "closed connections are not closed again"
+        );
     }
 
     #[test]
@@ -869,21 +857,25 @@ mod tests {
         let mut n = adapter(r#"{"ping_interval_ms":1000,"ping_timeout_ms":300}"#);
         let c = bring_up(&mut n);
         wire(&mut n, c);
-        n.on_data(c, b"PING\r\n");
+        feed(&mut n, c, b"PING\r\n");
         assert_eq!(wire(&mut n, c), "PONG\r\n");
         // Answering the server's PING does not disturb our own keepalive.
         assert_eq!(n.io.timers[&n.ping_timer.unwrap()], 1000);
         fire(&mut n, |n| n.ping_timer);
         assert_eq!(wire(&mut n, c), "PING\r\n");
         assert_eq!(n.io.timers[&n.deadline_timer.unwrap()], 300);
-        n.on_data(c, b"PONG\r\n");
+        feed(&mut n, c, b"PONG\r\n");
         assert!(n.deadline_timer.is_none());
         // This one goes unanswered.
         fire(&mut n, |n| n.ping_timer);
         fire(&mut n, |n| n.deadline_timer);
         assert_eq!(n.io.closed, [c]);
         assert!(n.conn.is_none() && n.reconnect_timer.is_some());
-        assert!(n.io.logs.iter().any(|l| l.contains("no answer to the PING")));
+        assert!(n
+            .io
+            .logs
+            .iter()
+            .any(|l| l.contains("no answer to the PING")));
         // Only the reconnect timer is left.
         assert_eq!(n.io.timers.len(), 1);
     }
@@ -903,7 +895,7 @@ mod tests {
         let mut n = adapter("{}");
         let c = n.conn.unwrap();
         n.on_connected(c);
-        n.on_data(c, b"INFO {\"max_payload\":8}\r\nPONG\r\n");
+        feed(&mut n, c, b"INFO {\"max_payload\":8}\r\nPONG\r\n");
         wire(&mut n, c);
         assert!(matches!(n.publish("t", &[0; 9]), Err(Error::Other(_))));
         assert_eq!(wire(&mut n, c), "");
@@ -917,7 +909,10 @@ mod tests {
             })
             .collect();
         let err = n.publish_batch(batch).unwrap_err();
-        assert!(matches!(err, Error::Other(ref m) if m.contains("1 of 3")), "{err:?}");
+        assert!(
+            matches!(err, Error::Other(ref m) if m.contains("1 of 3")),
+            "{err:?}"
+        );
         assert_eq!(
             wire(&mut n, c),
             "PUB switchyard.t 2\r\nok\r\nPUB switchyard.t 3\r\nok2\r\n"
@@ -959,14 +954,25 @@ mod tests {
     fn server_errors_end_the_connection_unless_they_are_permission_errors() {
         let mut n = adapter("{}");
         let c = bring_up(&mut n);
-        n.on_data(c, b"-ERR 'Permissions Violation for Publish to \"x\"'\r\n");
+        feed(
+            &mut n,
+            c,
+            b"-ERR 'Permissions Violation for Publish to \"x\"'\r\n",
+        );
         assert_eq!(n.phase, Phase::Ready);
         n.subscribe("a").unwrap();
-        n.on_data(c, b"-ERR 'Authorization Violation'\r\nMSG switchyard.a 1 1\r\nx\r\n");
+        feed(
+            &mut n,
+            c,
+            b"-ERR 'Authorization Violation'\r\nMSG switchyard.a 1 1\r\nx\r\n",
+        );
         assert_eq!(n.io.closed, [c]);
-        assert!(n.io.delivered.is_empty(), "nothing after the error is taken");
+        assert!(
+            n.io.delivered.is_empty(),
+            "nothing after the error is taken"
+        );
         assert!(n.conn.is_none() && n.reconnect_timer.is_some());
-        n.on_data(c, b"PING\r\n");
+        feed(&mut n, c, b"PING\r\n");
         assert!(n.io.sent.get(&c).is_none_or(|s| !s.ends_with(b"PONG\r\n")));
     }
 
@@ -974,13 +980,13 @@ mod tests {
     fn protocol_errors_and_tls_servers_drop_the_connection() {
         let mut n = adapter("{}");
         let c = bring_up(&mut n);
-        n.on_data(c, b"BOGUS\r\n");
+        feed(&mut n, c, b"BOGUS\r\n");
         assert_eq!(n.io.closed, [c]);
         assert!(n.io.logs.iter().any(|l| l.contains("unknown operation")));
         fire(&mut n, |n| n.reconnect_timer);
         let c = n.conn.unwrap();
         n.on_connected(c);
-        n.on_data(c, b"INFO {\"tls_required\":true}\r\n");
+        feed(&mut n, c, b"INFO {\"tls_required\":true}\r\n");
         assert!(n.io.logs.iter().any(|l| l.contains("requires TLS")));
         assert!(n.conn.is_none());
     }
@@ -996,14 +1002,16 @@ mod tests {
         fire(&mut n, |n| n.reconnect_timer);
         let c = n.conn.unwrap();
         n.on_connected(c);
-        n.on_data(c, INFO);
+        feed(&mut n, c, INFO);
         assert!(wire(&mut n, c).contains("SUB switchyard.a 1\r\n"));
     }
 
     #[test]
     fn a_forbidden_endpoint_is_a_config_error() {
         let fake = Fake {
-            refuse_connect: Some(|| HostError::NotAllowed("127.0.0.1:4222 is not in adapter.allow".into())),
+            refuse_connect: Some(|| {
+                HostError::NotAllowed("127.0.0.1:4222 is not in adapter.allow".into())
+            }),
             ..Fake::default()
         };
         let err = Nats::start(Config::default(), fake).err().unwrap();

@@ -238,8 +238,9 @@ pub struct Info {
 impl Info {
     /// The largest payload the server accepts in one PUB.
     pub fn max_payload(&self) -> usize {
-        self.max_payload
-            .map_or(DEFAULT_MAX_PAYLOAD, |n| usize::try_from(n).unwrap_or(usize::MAX))
+        self.max_payload.map_or(DEFAULT_MAX_PAYLOAD, |n| {
+            usize::try_from(n).unwrap_or(usize::MAX)
+        })
     }
 }
 
@@ -373,10 +374,7 @@ fn split_verb(line: &[u8]) -> (&[u8], &[u8]) {
 /// Parses MSG's arguments and takes its payload from `body`; `None` while the payload (or its
 /// trailing `\r\n`) has not fully arrived. Returns the message and the body bytes it used.
 fn parse_msg(args: &[u8], body: &[u8]) -> Result<Option<(Msg, usize)>, ParseError> {
-    let fields: Vec<&[u8]> = args
-        .split(is_space)
-        .filter(|f| !f.is_empty())
-        .collect();
+    let fields: Vec<&[u8]> = args.split(is_space).filter(|f| !f.is_empty()).collect();
     let (subject, sid, reply_to, size) = match fields.as_slice() {
         [s, sid, n] => (s, sid, None, n),
         [s, sid, r, n] => (s, sid, Some(r.to_vec()), n),
@@ -449,10 +447,7 @@ mod tests {
         assert_eq!(esc("a>b c%d\te"), "a%3Eb%20c%25d%09e");
         assert_eq!(esc("presence-x=@,;#_"), "presence-x=@,;#_");
         assert_eq!(esc("é"), "%C3%A9");
-        assert_eq!(
-            subject("switchyard", "ch:a:b.c"),
-            "switchyard.ch:a:b%2Ec"
-        );
+        assert_eq!(subject("switchyard", "ch:a:b.c"), "switchyard.ch:a:b%2Ec");
         assert_eq!(
             topic_of("switchyard", b"switchyard.ch:a:b%2Ec").as_deref(),
             Some("ch:a:b.c")
@@ -473,7 +468,8 @@ mod tests {
                 }
                 let e = esc(&t);
                 assert!(
-                    e.bytes().all(|c| c.is_ascii_graphic() && !b".*>".contains(&c)),
+                    e.bytes()
+                        .all(|c| c.is_ascii_graphic() && !b".*>".contains(&c)),
                     "{t:?} escaped to {e:?}"
                 );
                 assert_eq!(unescape_token(e.as_bytes()).as_deref(), Some(t.as_str()));
@@ -550,7 +546,12 @@ mod tests {
             b"%3A",
             b"%FF",
         ] {
-            assert_eq!(unescape_token(bad), None, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                unescape_token(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert_eq!(unescape_token(b"").as_deref(), Some(""));
         assert_eq!(topic_of("switchyard", b"other.x"), None);
@@ -761,7 +762,9 @@ mod tests {
         assert!(is_fatal_err("Maximum Payload Violation"));
         assert!(is_fatal_err("Stale Connection"));
         assert!(is_fatal_err("Unknown Protocol Operation"));
-        assert!(!is_fatal_err("Permissions Violation for Subscription to \"x\""));
+        assert!(!is_fatal_err(
+            "Permissions Violation for Subscription to \"x\""
+        ));
         assert!(!is_fatal_err("Invalid Subject"));
     }
 

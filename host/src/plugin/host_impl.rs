@@ -301,9 +301,14 @@ impl HostImports for StoreState {
                 m.deliveries.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Err(_) => {
+            Err(mpsc::error::TrySendError::Full(_)) => {
                 m.deliveries_dropped.fetch_add(1, Ordering::Relaxed);
                 Err(HostError::Limit("the host's delivery queue is full".into()))
+            }
+            // The node stopped listening (it is shutting down): nothing for the guest to fix.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                m.deliveries_dropped.fetch_add(1, Ordering::Relaxed);
+                Ok(())
             }
         }
     }
