@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use wasmtime::component::ResourceTable;
@@ -54,8 +54,13 @@ pub struct Shared {
 
 struct Socket {
     out: mpsc::UnboundedSender<Vec<u8>>,
-    /// Bytes handed to `send` and not yet written; bounded by `max_pending_output_bytes`.
+    /// Bytes handed to the writer task and not yet written; bounded by
+    /// `max_pending_output_bytes`. Zero means nothing is queued or being written.
     pending: Arc<AtomicUsize>,
+    /// The connected stream's write half, set once connected: while nothing is pending the
+    /// guest's thread writes to it directly, sparing a hand-off to the writer task (and the
+    /// wake-up of an idle runtime thread) per publish.
+    direct: Arc<std::sync::OnceLock<Arc<tokio::net::tcp::OwnedWriteHalf>>>,
     task: AbortHandle,
 }
 
@@ -131,6 +136,7 @@ async fn run_socket(
     port: u16,
     mut out: mpsc::UnboundedReceiver<Vec<u8>>,
     pending: Arc<AtomicUsize>,
+    direct: Arc<std::sync::OnceLock<Arc<tokio::net::tcp::OwnedWriteHalf>>>,
     jobs: mpsc::Sender<Job>,
 ) {
     let connect = async {
@@ -163,11 +169,22 @@ async fn run_socket(
     if jobs.send(Job::Io(IoEvent::Connected(id))).await.is_err() {
         return;
     }
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, wr) = stream.into_split();
+    let wr = Arc::new(wr);
+    let _ = direct.set(wr.clone());
     let writer = async {
         while let Some(buf) = out.recv().await {
-            wr.write_all(&buf).await?;
-            pending.fetch_sub(buf.len(), Ordering::Relaxed);
+            let mut done = 0;
+            while done < buf.len() {
+                wr.writable().await?;
+                match wr.try_write(&buf[done..]) {
+                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            pending.fetch_sub(buf.len(), Ordering::Release);
         }
         Ok::<_, std::io::Error>(())
     };
@@ -221,6 +238,7 @@ impl HostImports for StoreState {
         let id = h.next();
         let (out, out_rx) = mpsc::unbounded_channel();
         let pending = Arc::new(AtomicUsize::new(0));
+        let direct = Arc::new(std::sync::OnceLock::new());
         let task = h
             .shared
             .rt
@@ -230,10 +248,19 @@ impl HostImports for StoreState {
                 port,
                 out_rx,
                 pending.clone(),
+                direct.clone(),
                 h.jobs.clone(),
             ))
             .abort_handle();
-        h.sockets.insert(id, Socket { out, pending, task });
+        h.sockets.insert(
+            id,
+            Socket {
+                out,
+                pending,
+                direct,
+                task,
+            },
+        );
         Ok(id)
     }
 
@@ -245,13 +272,28 @@ impl HostImports for StoreState {
             .sockets
             .get(&conn)
             .ok_or(HostError::UnknownHandle)?;
-        let now = sock.pending.load(Ordering::Relaxed);
+        let now = sock.pending.load(Ordering::Acquire);
         if now + bytes.len() > max {
             return Err(HostError::Limit(format!(
                 "{now} bytes already pending on this connection"
             )));
         }
-        sock.pending.fetch_add(bytes.len(), Ordering::Relaxed);
+        // Only this thread adds to `pending`, so zero stays zero until we queue: a direct
+        // write cannot overtake queued bytes.
+        let mut bytes = bytes;
+        if now == 0 {
+            if let Some(wr) = sock.direct.get() {
+                match wr.try_write(&bytes) {
+                    Ok(n) if n == bytes.len() => return Ok(()),
+                    Ok(n) => {
+                        bytes.drain(..n);
+                    }
+                    // Full socket buffer or an error: the writer task waits or reports it.
+                    Err(_) => {}
+                }
+            }
+        }
+        sock.pending.fetch_add(bytes.len(), Ordering::AcqRel);
         sock.out.send(bytes).map_err(|_| HostError::UnknownHandle)
     }
 
