@@ -148,7 +148,7 @@ impl Server {
             hooks,
         ));
         if let (Some(c), Some(rx)) = (&cluster, deliveries) {
-            tokio::spawn(c.clone().run(hub.clone(), rx, shutdown_rx.clone()));
+            tokio::spawn(c.clone().run(hub.clone(), rx));
         }
         let state = Arc::new(State {
             config: self.config,

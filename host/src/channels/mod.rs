@@ -31,6 +31,11 @@ use crate::ws::frame;
 /// the registry lock, so they arrive in the order the changes happened; implementations must
 /// be quick and must not block.
 pub trait Link: Send + Sync {
+    /// Whether this node sends the webhooks that describe the cluster (occupied, vacated,
+    /// member added and removed). Exactly one node does; alone, that is this one.
+    fn decides_webhooks(&self) -> bool {
+        true
+    }
     fn occupied(&self, _app: &str, _channel: &str) {}
     fn vacated(&self, _app: &str, _channel: &str) {}
     fn member_joined(&self, _app: &str, _channel: &str, _user: &str, _info: &str) {}
@@ -247,13 +252,14 @@ impl App {
         }
         self.metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
         // Webhooks describe the cluster: only the change that made the channel occupied (or
-        // the user present) anywhere fires one.
-        if joined.cluster_occupied {
+        // the user present) anywhere fires one, and only on the node that decides them.
+        let hooks = self.link.decides_webhooks();
+        if joined.cluster_occupied && hooks {
             self.emit(HookEvent::ChannelOccupied {
                 channel: name.into(),
             });
         }
-        if joined.member_added {
+        if joined.member_added && hooks {
             let user_id = presence.map(|p| p.user_id.to_string()).unwrap_or_default();
             self.emit(HookEvent::MemberAdded {
                 channel: name.into(),
@@ -292,13 +298,14 @@ impl App {
             return;
         }
         self.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
-        if let Some(user) = left.member_removed {
+        let hooks = self.link.decides_webhooks();
+        if let (Some(user), true) = (left.member_removed, hooks) {
             self.emit(HookEvent::MemberRemoved {
                 channel: name.into(),
                 user_id: user.to_string(),
             });
         }
-        if left.cluster_vacated {
+        if left.cluster_vacated && hooks {
             self.emit(HookEvent::ChannelVacated {
                 channel: name.into(),
             });
@@ -345,10 +352,33 @@ impl App {
 
     pub fn remote_member_joined(&self, node: u32, channel: &ChannelName, user: &str, info: &str) {
         let name = channel.as_str();
-        self.registry
+        let added = self
+            .registry
             .remote_join(channel, node, user, info, &|u, i| {
                 frame::text(&messages::member_added(name, u, i))
             });
+        if added && self.link.decides_webhooks() {
+            self.emit(HookEvent::MemberAdded {
+                channel: name.into(),
+                user_id: user.into(),
+            });
+        }
+    }
+
+    pub fn remote_occupied(&self, node: u32, channel: &ChannelName) {
+        if self.registry.remote_occupied(channel, node) && self.link.decides_webhooks() {
+            self.emit(HookEvent::ChannelOccupied {
+                channel: channel.as_str().into(),
+            });
+        }
+    }
+
+    pub fn remote_vacated(&self, node: u32, channel: &str) {
+        if self.registry.remote_vacated(channel, node) && self.link.decides_webhooks() {
+            self.emit(HookEvent::ChannelVacated {
+                channel: channel.into(),
+            });
+        }
     }
 
     /// Another node's subscriber count changed: local subscribers hear the new total.
@@ -365,22 +395,27 @@ impl App {
     }
 
     pub fn remote_member_left(&self, node: u32, channel: &str, user: &str) {
-        self.registry.remote_leave(channel, node, user, &|u| {
+        let gone = self.registry.remote_leave(channel, node, user, &|u| {
             frame::text(&messages::member_removed(channel, u))
         });
+        if gone && self.link.decides_webhooks() {
+            self.emit(HookEvent::MemberRemoved {
+                channel: channel.into(),
+                user_id: user.into(),
+            });
+        }
     }
 
-    /// Replaces what is known of `node` (its snapshot, or nothing when it died). With
-    /// `hooks`, sends the webhooks for what changed cluster-wide (the elected node does this
-    /// when another one dies, since the dead one cannot).
-    pub fn replace_node(&self, node: u32, held: &[RemoteChannel], hooks: bool) {
+    /// Replaces what is known of `node` (its snapshot, or nothing when it died), sending
+    /// member frames and, on the deciding node, webhooks for what changed cluster-wide.
+    pub fn replace_node(&self, node: u32, held: &[RemoteChannel]) {
         let changes = self.registry.replace_node(
             node,
             held,
             &|c, u, i| frame::text(&messages::member_added(c, u, i)),
             &|c, u| frame::text(&messages::member_removed(c, u)),
         );
-        if !hooks {
+        if !self.link.decides_webhooks() {
             return;
         }
         for t in changes {

@@ -448,11 +448,11 @@ impl Registry {
         let Some(entry) = map.get_mut(channel) else {
             return false;
         };
+        entry.set_remote_count(node, 0);
         if !entry.remote.contains(&node) {
             return false;
         }
         entry.remote.retain(|n| *n != node);
-        entry.set_remote_count(node, 0);
         let vacated = entry.subscribers.is_empty() && entry.remote.is_empty();
         if entry.is_empty() {
             map.remove(channel);
@@ -540,9 +540,11 @@ impl Registry {
                     });
                 }
             }
+            if keep.is_none() {
+                entry.set_remote_count(node, 0);
+            }
             if keep.is_none() && entry.remote.contains(&node) {
                 entry.remote.retain(|n| *n != node);
-                entry.set_remote_count(node, 0);
                 if entry.subscribers.is_empty() && entry.remote.is_empty() {
                     out.push(Transition::Vacated(name));
                 }

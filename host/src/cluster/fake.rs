@@ -19,6 +19,8 @@ pub struct Bus {
     next: Arc<Mutex<usize>>,
     /// While set, every publish is lost (a broker outage).
     pub down: Arc<AtomicBool>,
+    /// Messages larger than this are dropped, as brokers refuse them (0: no limit).
+    pub max_payload: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Bus {
@@ -46,7 +48,8 @@ pub struct FakeBackplane {
 
 impl Backplane for FakeBackplane {
     fn publish(&self, topic: &str, payload: Bytes) {
-        if self.bus.down.load(Ordering::Relaxed) {
+        let max = self.bus.max_payload.load(Ordering::Relaxed);
+        if self.bus.down.load(Ordering::Relaxed) || (max > 0 && payload.len() > max) {
             return;
         }
         let topics = self.bus.topics.lock().unwrap_or_else(|e| e.into_inner());

@@ -21,25 +21,7 @@ impl Cluster {
             }
         };
         if h.origin == self.node_id {
-            // Our own message back from the broker: proof that the backplane carries ours.
-            if matches!(msg, Message::Heartbeat { .. }) {
-                let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-                let now = Instant::now();
-                let silent = now - peers.own_echo;
-                if silent > Duration::from_millis(self.cfg.node_timeout_ms / 2) {
-                    // We were cut off (a broker outage): everyone else was silent for the same
-                    // reason, so each gets a fresh timeout to be heard again.
-                    tracing::info!(
-                        silent_ms = silent.as_millis() as u64,
-                        "backplane carries our messages again"
-                    );
-                    for t in peers.last_seen.values_mut() {
-                        *t = now;
-                    }
-                }
-                peers.own_echo = now;
-                peers.heard_self = true;
-            }
+            self.own_echo(hub);
             return;
         }
         let verdict = self
@@ -67,6 +49,33 @@ impl Cluster {
         self.apply(hub, h, msg);
     }
 
+    /// Any message of ours back from the broker proves the backplane carries ours.
+    fn own_echo(&self, hub: &Hub) {
+        let first = {
+            let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let silent = now - peers.own_echo;
+            if silent > Duration::from_millis(self.cfg.node_timeout_ms / 2) && peers.heard_self {
+                // We were cut off (a broker outage): everyone else was silent for the same
+                // reason, so each gets a fresh timeout to be heard again.
+                tracing::info!(
+                    silent_ms = silent.as_millis() as u64,
+                    "backplane carries our messages again"
+                );
+                for t in peers.last_seen.values_mut() {
+                    *t = now;
+                }
+            }
+            peers.own_echo = now;
+            !std::mem::replace(&mut peers.heard_self, true)
+        };
+        if first {
+            // Announcements made before the adapter reached the broker were lost (clients may
+            // connect before that): a snapshot tells everyone what we hold.
+            self.send_snapshots(hub);
+        }
+    }
+
     /// Records that `h.origin` is alive; on first contact, exchanges state with it.
     fn on_contact(&self, hub: &Hub, h: Header, msg: &Message) {
         let fresh = {
@@ -84,27 +93,46 @@ impl Cluster {
         }
         if fresh && !matches!(msg, Message::Goodbye) {
             tracing::info!(node = h.origin, "cluster node joined");
-            if !matches!(
-                msg,
-                Message::Snapshot { .. } | Message::Heartbeat { hello: true }
-            ) {
-                // We started after it, or lost touch: learn what it holds.
-                self.ask_snapshot(h.origin);
-            }
+            // We started after it, lost touch, or it holds clients from before its adapter
+            // connected: learn what it holds.
+            self.ask_snapshot(h.origin);
         }
     }
 
+    /// Marks `target`'s snapshot as wanted and asks for it, unless asked within the last
+    /// half heartbeat. `reask_snapshots` keeps asking until one arrives.
     fn ask_snapshot(&self, target: u32) {
         {
             let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             let min = Duration::from_millis(self.cfg.heartbeat_interval_ms / 2);
-            if peers.asked.get(&target).is_some_and(|t| now - *t < min) {
+            if peers.wanted.get(&target).is_some_and(|t| now - *t < min) {
                 return;
             }
-            peers.asked.insert(target, now);
+            peers.wanted.insert(target, now);
         }
         self.send(topics::CONTROL, &Message::SnapshotRequest { target });
+    }
+
+    /// Asks again for snapshots still missing after a heartbeat interval (the request or a
+    /// chunk of the answer may have been lost).
+    pub(super) fn reask_snapshots(&self) {
+        let due: Vec<u32> = {
+            let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let every = Duration::from_millis(self.cfg.heartbeat_interval_ms);
+            let mut due = Vec::new();
+            for (node, t) in peers.wanted.iter_mut() {
+                if now - *t >= every {
+                    *t = now;
+                    due.push(*node);
+                }
+            }
+            due
+        };
+        for target in due {
+            self.send(topics::CONTROL, &Message::SnapshotRequest { target });
+        }
     }
 
     fn apply(&self, hub: &Hub, h: Header, msg: Message) {
@@ -163,7 +191,7 @@ impl Cluster {
                 let Some(channel) = channel_of(app, &channel) else {
                     return;
                 };
-                app.remote_member_joined(node, &channel, &user, &info);
+                app.remote_member_joined(node, &channel, &user, &valid_json(info));
             }
             Message::MemberLeft { app, channel, user } => {
                 let Some(app) = app_of(&app) else { return };
@@ -174,29 +202,58 @@ impl Cluster {
                 let Some(channel) = channel_of(app, &channel) else {
                     return;
                 };
-                app.registry.remote_occupied(&channel, node);
+                app.remote_occupied(node, &channel);
             }
             Message::Vacated { app, channel } => {
                 let Some(app) = app_of(&app) else { return };
-                app.registry.remote_vacated(&channel, node);
+                app.remote_vacated(node, &channel);
                 if let Some(channel) = app.channel_name(&channel) {
                     // Vacated implies a count of zero there; our subscribers hear the total.
                     app.remote_count(node, &channel, 0);
                 }
             }
-            Message::Snapshot { app, channels } => {
+            Message::Snapshot {
+                app,
+                first,
+                last,
+                channels,
+            } => {
                 let Some(app) = app_of(&app) else { return };
-                let held: Vec<_> = channels
-                    .into_iter()
-                    .filter_map(|c| {
-                        Some(crate::channels::RemoteChannel {
-                            channel: channel_of(app, &c.channel)?,
-                            subscribers: c.subscribers,
-                            members: c.members,
-                        })
-                    })
-                    .collect();
-                app.replace_node(node, &held, false);
+                let whole = {
+                    let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+                    let key = (node, app.config.id.clone());
+                    let parts = peers.partial.entry(key.clone()).or_default();
+                    if first {
+                        parts.clear();
+                    }
+                    parts.extend(channels);
+                    if !last {
+                        return;
+                    }
+                    peers.wanted.remove(&node);
+                    peers.partial.remove(&key).unwrap_or_default()
+                };
+                // A channel may span chunks: merge its parts.
+                let mut merged: Vec<crate::channels::RemoteChannel> = Vec::new();
+                let mut index: std::collections::HashMap<String, usize> = Default::default();
+                for c in whole {
+                    let Some(name) = channel_of(app, &c.channel) else {
+                        continue;
+                    };
+                    let members = c.members.into_iter().map(|(u, i)| (u, valid_json(i)));
+                    match index.get(&c.channel) {
+                        Some(&i) => merged[i].members.extend(members),
+                        None => {
+                            index.insert(c.channel, merged.len());
+                            merged.push(crate::channels::RemoteChannel {
+                                channel: name,
+                                subscribers: c.subscribers,
+                                members: members.collect(),
+                            });
+                        }
+                    }
+                }
+                app.replace_node(node, &merged);
             }
             Message::Count {
                 app,
@@ -231,20 +288,32 @@ impl Cluster {
         }
     }
 
-    /// Declares dead the nodes not heard from for the timeout, measured against our own
-    /// heartbeat's echo rather than the clock: while we are cut off from the backplane our
-    /// echo stops too, and nobody is declared dead for our outage.
+    /// Declares dead the nodes not heard from for the timeout. Silence is measured against
+    /// our own echo rather than the clock when that echo is late: while we are cut off from
+    /// the backplane nobody is declared dead for our outage.
     pub(super) fn expire(&self, hub: &Hub) {
         let timeout = Duration::from_millis(self.cfg.node_timeout_ms);
+        let beat = Duration::from_millis(self.cfg.heartbeat_interval_ms);
         let dead: Vec<u32> = {
-            let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-            let echo = peers.own_echo;
-            peers
+            let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let reference = if now - peers.own_echo <= 2 * beat {
+                now
+            } else {
+                peers.own_echo
+            };
+            let dead: Vec<u32> = peers
                 .last_seen
                 .iter()
-                .filter(|(_, t)| echo.saturating_duration_since(**t) > timeout)
+                .filter(|(_, t)| reference.saturating_duration_since(**t) > timeout)
                 .map(|(n, _)| *n)
-                .collect()
+                .collect();
+            // All of them leave the live set before anyone's state is dropped, so the node
+            // that sends the webhooks is chosen among the survivors.
+            for n in &dead {
+                peers.last_seen.remove(n);
+            }
+            dead
         };
         for node in dead {
             Metrics::inc(&self.metrics.node_deaths);
@@ -256,26 +325,36 @@ impl Cluster {
         }
     }
 
-    /// Forgets `node` and everything it held. The live node with the lowest id sends the
-    /// webhooks this causes, so they go out once for the cluster.
+    /// Forgets `node` and everything it held; the elected node sends the webhooks this
+    /// causes, since the dead one cannot.
     fn drop_node(&self, hub: &Hub, node: u32) {
-        let leader = {
+        {
             let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
             peers.last_seen.remove(&node);
-            peers.asked.remove(&node);
+            peers.wanted.remove(&node);
+            peers.partial.retain(|(n, _), _| *n != node);
             self.metrics.peers.store(
                 peers.last_seen.len() as u64,
                 std::sync::atomic::Ordering::Relaxed,
             );
-            peers.last_seen.keys().all(|n| *n > self.node_id)
-        };
+        }
         self.tracker
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .forget_origin(node);
         self.queries.forget_node(node);
         for app in hub.apps() {
-            app.replace_node(node, &[], leader);
+            app.replace_node(node, &[]);
         }
+    }
+}
+
+/// `info` from another node as JSON text, or `null` when it is not JSON: it goes verbatim
+/// into frames our clients parse.
+fn valid_json(info: String) -> String {
+    if serde_json::from_str::<serde::de::IgnoredAny>(&info).is_ok() {
+        info
+    } else {
+        "null".into()
     }
 }

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 pub use metrics::ClusterMetrics;
 pub use query::{local_answer, Answer};
@@ -45,8 +45,21 @@ struct Peers {
     /// (asking peers for their state): the first ones may have gone out before the adapter
     /// reached the broker.
     heard_self: bool,
-    /// Last snapshot request per node, to ask at most once per interval.
-    asked: HashMap<u32, Instant>,
+    /// Nodes whose snapshot we need (first contact, or a gap in their control stream), with
+    /// when we last asked: re-asked every heartbeat until a snapshot from them arrives.
+    wanted: HashMap<u32, Instant>,
+    /// Snapshot chunks being assembled, per (origin, app).
+    partial: HashMap<(u32, String), Vec<wire::ChannelSnapshot>>,
+}
+
+impl Peers {
+    /// Whether this node sends the cluster's webhooks: the live node with the lowest id.
+    /// One node deciding, in the one order it applies changes, is what makes each webhook go
+    /// out exactly once (two nodes each deciding from a replica a few ms behind the other's
+    /// would both send a join, or neither a leave).
+    fn leads(&self, me: u32) -> bool {
+        self.last_seen.keys().all(|n| *n > me)
+    }
 }
 
 pub struct Cluster {
@@ -57,6 +70,8 @@ pub struct Cluster {
     tracker: Mutex<Tracker>,
     peers: Mutex<Peers>,
     queries: query::Queries,
+    /// Ends the run loop (after the goodbye).
+    stop: tokio::sync::Notify,
     pub metrics: ClusterMetrics,
 }
 
@@ -72,9 +87,11 @@ impl Cluster {
                 last_seen: HashMap::new(),
                 own_echo: Instant::now(),
                 heard_self: false,
-                asked: HashMap::new(),
+                wanted: HashMap::new(),
+                partial: HashMap::new(),
             }),
             queries: query::Queries::default(),
+            stop: tokio::sync::Notify::new(),
             metrics: ClusterMetrics::default(),
         }
     }
@@ -135,6 +152,14 @@ impl Cluster {
             };
         }
         let (id, done) = self.queries.open(peers, local);
+        // Closes the query even when the HTTP request is dropped mid-wait.
+        struct Close<'a>(&'a query::Queries, u64);
+        impl Drop for Close<'_> {
+            fn drop(&mut self) {
+                self.0.close(self.1);
+            }
+        }
+        let guard = Close(&self.queries, id);
         self.send(
             topics::CONTROL,
             &Message::Query {
@@ -145,6 +170,7 @@ impl Cluster {
         );
         let _ = tokio::time::timeout(Duration::from_millis(self.cfg.query_timeout_ms), done).await;
         let answer = self.queries.close(id);
+        drop(guard);
         if !answer.missing.is_empty() {
             crate::metrics::Metrics::inc(&self.metrics.partial_queries);
             tracing::warn!(missing = ?answer.missing, "cluster query answered without every node (timeout)");
@@ -152,43 +178,73 @@ impl Cluster {
         answer
     }
 
-    /// Publishes this node's state for every app, replacing what others know of it.
+    /// Publishes this node's state for every app, replacing what others know of it. An app's
+    /// state goes out in chunks of about `SNAPSHOT_CHUNK` bytes (brokers and the sandbox
+    /// refuse large messages), all sent under the registry lock so no announcement slips
+    /// between them; receivers apply the whole at the last chunk.
     fn send_snapshots(&self, hub: &Hub) {
+        const SNAPSHOT_CHUNK: usize = 256 * 1024;
         for app in hub.apps() {
             app.registry.snapshot_then(|channels| {
-                let channels = channels
-                    .into_iter()
-                    .map(|c| wire::ChannelSnapshot {
+                let mut chunk: Vec<wire::ChannelSnapshot> = Vec::new();
+                let mut size = 0;
+                let mut first = true;
+                let flush = |chunk: &mut Vec<wire::ChannelSnapshot>, first: &mut bool, last| {
+                    self.send(
+                        topics::CONTROL,
+                        &Message::Snapshot {
+                            app: app.config.id.clone(),
+                            first: *first,
+                            last,
+                            channels: std::mem::take(chunk),
+                        },
+                    );
+                    *first = false;
+                };
+                for c in channels {
+                    let mut part = wire::ChannelSnapshot {
                         channel: c.name,
                         subscribers: c.subscribers,
-                        members: c.members,
-                    })
-                    .collect();
-                self.send(
-                    topics::CONTROL,
-                    &Message::Snapshot {
-                        app: app.config.id.clone(),
-                        channels,
-                    },
-                );
+                        members: Vec::new(),
+                    };
+                    size += part.channel.len() + 16;
+                    for m in c.members {
+                        size += m.0.len() + m.1.len() + 8;
+                        part.members.push(m);
+                        if size >= SNAPSHOT_CHUNK {
+                            // A huge roster continues in the next chunk under the same name.
+                            let rest = wire::ChannelSnapshot {
+                                channel: part.channel.clone(),
+                                subscribers: part.subscribers,
+                                members: Vec::new(),
+                            };
+                            chunk.push(std::mem::replace(&mut part, rest));
+                            flush(&mut chunk, &mut first, false);
+                            size = part.channel.len() + 16;
+                        }
+                    }
+                    chunk.push(part);
+                    if size >= SNAPSHOT_CHUNK {
+                        flush(&mut chunk, &mut first, false);
+                        size = 0;
+                    }
+                }
+                flush(&mut chunk, &mut first, true);
             });
         }
         crate::metrics::Metrics::inc(&self.metrics.snapshots_sent);
     }
 
-    /// Tells the others we are leaving, so they drop our state now.
+    /// Tells the others we are leaving, so they drop our state now, and ends the run loop.
+    /// Until then the node keeps heartbeating and answering, while its clients drain.
     pub fn goodbye(&self) {
         self.send(topics::CONTROL, &Message::Goodbye);
+        self.stop.notify_one();
     }
 
     /// Subscribes the topics every node needs, then consumes deliveries and keeps the
-    /// heartbeat until `shutdown` turns true.
-    pub async fn run(
-        self: Arc<Self>,
-        hub: Arc<Hub>,
-        mut deliveries: mpsc::Receiver<Delivery>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    /// heartbeat until `goodbye`.
+    pub async fn run(self: Arc<Self>, hub: Arc<Hub>, mut deliveries: mpsc::Receiver<Delivery>) {
         self.backplane.subscribe(topics::CONTROL);
         self.backplane.subscribe(&topics::node(self.node_id));
         for app in hub.apps() {
@@ -202,7 +258,17 @@ impl Cluster {
         loop {
             tokio::select! {
                 d = deliveries.recv() => match d {
-                    Some(d) => self.handle(&hub, d),
+                    Some(d) => {
+                        // A bug on this path must not cut the node off from the cluster
+                        // (it would stop heartbeating and be declared dead).
+                        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            self.handle(&hub, d)
+                        }));
+                        if handled.is_err() {
+                            crate::metrics::Metrics::inc(&self.metrics.invalid);
+                            tracing::error!("a cluster message made the handler panic; dropped");
+                        }
+                    }
                     None => break,
                 },
                 _ = tick.tick() => {
@@ -214,18 +280,22 @@ impl Cluster {
                         self.send(topics::CONTROL, &Message::Heartbeat { hello });
                     }
                     self.expire(&hub);
+                    self.reask_snapshots();
                 }
-                changed = shutdown.changed() => {
-                    if changed.is_err() || *shutdown.borrow() {
-                        break;
-                    }
-                }
+                _ = self.stop.notified() => break,
             }
         }
     }
 }
 
 impl Link for Cluster {
+    fn decides_webhooks(&self) -> bool {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .leads(self.node_id)
+    }
+
     fn occupied(&self, app: &str, channel: &str) {
         if self.own_topic(channel) {
             self.backplane.subscribe(&topics::channel(app, channel));

@@ -61,7 +61,8 @@ impl Queries {
             return;
         }
         for (name, n) in channels {
-            *p.counts.entry(name).or_insert(0) += n;
+            let c = p.counts.entry(name).or_insert(0);
+            *c = c.saturating_add(n);
         }
         if p.waiting.is_empty() {
             if let Some(tx) = p.done.take() {

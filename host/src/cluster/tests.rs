@@ -46,7 +46,7 @@ fn start_with(bus: &Bus, id: u32, routing: Routing, app: AppConfig) -> Node {
         crate::webhooks::spawn(WebhookSettings::default(), metrics.clone(), stop_rx.clone());
     let hub = Arc::new(Hub::new(&[app], id, cluster.clone(), metrics, hooks));
     let app = hub.by_id("app-id").unwrap().clone();
-    let task = tokio::spawn(cluster.clone().run(hub, rx, stop_rx));
+    let task = tokio::spawn(cluster.clone().run(hub, rx));
     Node {
         cluster,
         app,
@@ -408,4 +408,33 @@ async fn subscription_counts_are_cluster_wide() {
             .any(|t| t.contains("\\\"subscription_count\\\":3"))
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_roster_too_big_for_one_message_arrives_in_chunks() {
+    let bus = Bus::default();
+    // Like a broker's max_payload, but small enough that one message cannot hold the roster.
+    bus.max_payload.store(300 * 1024, Ordering::Relaxed);
+    let mut app = AppConfig::default();
+    app.limits.max_presence_members = 10_000;
+    let first = start_with(&bus, 1, Routing::Broadcast, app.clone());
+    let info = "x".repeat(700);
+    let conns: Vec<_> = (0..600)
+        .map(|i| {
+            let c = socket(&first);
+            let presence = PresenceJoin {
+                user_id: format!("user-{i}").into(),
+                user_info: format!("\"{info}\"").into(),
+            };
+            first
+                .app
+                .subscribe(&c, &channel("presence-big"), Some(presence))
+                .unwrap();
+            c
+        })
+        .collect();
+    // Over 420 KB of roster: the late node can only learn it from several chunks.
+    let late = start_with(&bus, 2, Routing::Broadcast, app);
+    eventually(|| late.app.registry.user_count("presence-big") == 600).await;
+    drop(conns);
 }

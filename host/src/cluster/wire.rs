@@ -79,9 +79,13 @@ pub enum Message {
         channel: String,
         count: u32,
     },
-    /// Everything the origin holds for one app: replaces what receivers knew of it.
+    /// Everything the origin holds for one app, in one or more chunks (`first` .. `last`):
+    /// replaces what receivers knew of it once the last chunk arrives. A channel may span
+    /// chunks; its members are the union.
     Snapshot {
         app: String,
+        first: bool,
+        last: bool,
         channels: Vec<ChannelSnapshot>,
     },
     /// Asks `target` to publish its snapshots (after a gap, or on first contact).
@@ -187,8 +191,14 @@ impl Message {
                 put_str(&mut b, app);
                 put_str(&mut b, channel);
             }
-            Self::Snapshot { app, channels } => {
+            Self::Snapshot {
+                app,
+                first,
+                last,
+                channels,
+            } => {
                 put_str(&mut b, app);
+                b.put_u8(u8::from(*first) | (u8::from(*last) << 1));
                 b.put_u32(channels.len() as u32);
                 for c in channels {
                     put_str(&mut b, &c.channel);
@@ -302,6 +312,7 @@ impl Message {
             },
             8 => {
                 let app = r.string()?;
+                let flags = r.u8()?;
                 let n = r.count()?;
                 let mut channels = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -318,7 +329,12 @@ impl Message {
                         members,
                     });
                 }
-                Self::Snapshot { app, channels }
+                Self::Snapshot {
+                    app,
+                    first: flags & 1 != 0,
+                    last: flags & 2 != 0,
+                    channels,
+                }
             }
             9 => Self::SnapshotRequest { target: r.u32()? },
             10 => Self::Terminate {
@@ -445,6 +461,8 @@ mod tests {
             },
             Message::Snapshot {
                 app: "a".into(),
+                first: true,
+                last: false,
                 channels: vec![ChannelSnapshot {
                     channel: "presence-x".into(),
                     subscribers: 2,
