@@ -17,12 +17,12 @@ const BROKERS = {
   redis: {
     bin: 'redis-server',
     args: (port) => ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-    config: (port) => `host = "127.0.0.1"\nport = ${port}\nreconnect_max_ms = 500\n`,
+    config: (port) => `host = "127.0.0.1"\nport = ${port}\n`,
   },
   nats: {
     bin: 'nats-server',
     args: (port) => ['-a', '127.0.0.1', '-p', String(port)],
-    config: (port) => `host = "127.0.0.1"\nport = ${port}\nreconnect_max_ms = 500\n`,
+    config: (port) => `host = "127.0.0.1"\nport = ${port}\n`,
   },
 };
 

@@ -45,7 +45,7 @@ impl Default for Config {
             password: None,
             prefix: "switchyard".into(),
             reconnect_initial_ms: 100,
-            reconnect_max_ms: 5000,
+            reconnect_max_ms: 1000,
             ping_interval_ms: 5000,
             ping_timeout_ms: 3000,
         }

@@ -34,7 +34,7 @@ impl Default for Config {
             password: None,
             prefix: "switchyard:".into(),
             reconnect_initial_ms: 100,
-            reconnect_max_ms: 5000,
+            reconnect_max_ms: 1000,
         }
     }
 }
