@@ -381,6 +381,13 @@ impl Registry {
             .map(stats_of)
     }
 
+    /// Whether any node (this one included) has a subscriber, as far as the replica knows.
+    pub fn occupied_anywhere(&self, channel: &str) -> bool {
+        let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        map.get(channel)
+            .is_some_and(|c| !c.subscribers.is_empty() || !c.remote.is_empty())
+    }
+
     /// Distinct presence users in `channel` across the cluster.
     pub fn user_count(&self, channel: &str) -> usize {
         let map = self.channels.read().unwrap_or_else(|e| e.into_inner());

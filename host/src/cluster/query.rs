@@ -111,6 +111,13 @@ pub fn local_answer(app: &App, kind: &QueryKind) -> HashMap<String, u32> {
             .map(|s| (name.clone(), s.subscription_count as u32))
             .into_iter()
             .collect(),
+        QueryKind::Names { names } => names
+            .iter()
+            .filter_map(|n| {
+                let s = app.registry.stats(n)?;
+                Some((n.clone(), s.subscription_count as u32))
+            })
+            .collect(),
     }
 }
 

@@ -38,6 +38,8 @@ pub enum QueryKind {
     Channels { prefix: String },
     /// One channel.
     Channel { name: String },
+    /// Several channels by name (the `info` of a publish to many channels).
+    Names { names: Vec<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +238,13 @@ impl Message {
                         b.put_u8(1);
                         put_str(&mut b, name);
                     }
+                    QueryKind::Names { names } => {
+                        b.put_u8(2);
+                        b.put_u32(names.len() as u32);
+                        for n in names {
+                            put_str(&mut b, n);
+                        }
+                    }
                 }
             }
             Self::Reply { id, channels } => {
@@ -348,7 +357,16 @@ impl Message {
                     0 => QueryKind::Channels {
                         prefix: r.string()?,
                     },
-                    _ => QueryKind::Channel { name: r.string()? },
+                    1 => QueryKind::Channel { name: r.string()? },
+                    2 => {
+                        let n = r.count()?;
+                        let mut names = Vec::with_capacity(n);
+                        for _ in 0..n {
+                            names.push(r.string()?);
+                        }
+                        QueryKind::Names { names }
+                    }
+                    other => return Err(DecodeError::Kind(other)),
                 };
                 Self::Query { id, app, kind }
             }
@@ -490,6 +508,13 @@ mod tests {
                 id: 9,
                 app: "a".into(),
                 kind: QueryKind::Channel { name: "c".into() },
+            },
+            Message::Query {
+                id: 9,
+                app: "a".into(),
+                kind: QueryKind::Names {
+                    names: vec!["c".into(), "d".into()],
+                },
             },
             Message::Reply {
                 id: 9,

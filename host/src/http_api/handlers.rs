@@ -150,11 +150,28 @@ impl Api<'_> {
                 .publish(channel, &ev.name, &ev.data, ev.except.as_deref());
             Metrics::inc(&self.hub.metrics.http_events);
         }
-        self.info(ev).await
+        let counts = self.info_counts(std::slice::from_ref(ev)).await;
+        self.info(ev, &counts)
+    }
+
+    /// Cluster-wide subscription counts for the non-presence channels of `evs` that asked for
+    /// them: one query for all, so the wait is one timeout at most.
+    async fn info_counts(&self, evs: &[Checked]) -> HashMap<String, u32> {
+        let names: Vec<String> = evs
+            .iter()
+            .filter(|e| e.info.iter().any(|i| i == "subscription_count"))
+            .flat_map(|e| &e.channels)
+            .filter(|c| c.kind() != ChannelKind::Presence)
+            .map(|c| c.as_str().to_owned())
+            .collect();
+        if names.is_empty() {
+            return HashMap::new();
+        }
+        self.counts(QueryKind::Names { names }).await
     }
 
     /// The `info` attributes an event asked for, per channel.
-    async fn info(&self, ev: &Checked) -> Value {
+    fn info(&self, ev: &Checked, counts: &HashMap<String, u32>) -> Value {
         if ev.info.is_empty() {
             return json!({});
         }
@@ -168,11 +185,6 @@ impl Api<'_> {
                         attrs.insert(i.clone(), json!(self.app.registry.user_count(name)));
                     }
                     ("subscription_count", kind) if kind != ChannelKind::Presence => {
-                        let counts = self
-                            .counts(QueryKind::Channel {
-                                name: name.to_owned(),
-                            })
-                            .await;
                         attrs.insert(i.clone(), json!(counts.get(name).copied().unwrap_or(0)));
                     }
                     _ => {}
@@ -233,10 +245,11 @@ impl Api<'_> {
             );
             i = j;
         }
+        let counts = self.info_counts(&checked).await;
         let mut results = Vec::with_capacity(checked.len());
         for c in &checked {
             // Batch answers carry each event's attributes for its single channel.
-            let info = self.info(c).await;
+            let info = self.info(c, &counts);
             results.push(
                 match info
                     .get("channels")
@@ -314,7 +327,11 @@ impl Api<'_> {
             .copied()
             .unwrap_or(0);
         let mut out = Map::new();
-        out.insert("occupied".into(), json!(subs > 0));
+        // The replica knows occupancy even when a slow node's count is missing.
+        out.insert(
+            "occupied".into(),
+            json!(subs > 0 || self.app.registry.occupied_anywhere(name)),
+        );
         for i in &info {
             match i.as_str() {
                 "user_count" => {
