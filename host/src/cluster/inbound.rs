@@ -45,8 +45,9 @@ impl Cluster {
             Verdict::Fresh => {}
         }
         Metrics::inc(&self.metrics.received);
-        self.on_contact(hub, h, &msg);
-        self.apply(hub, h, msg);
+        if self.on_contact(hub, h, &msg) {
+            self.apply(hub, h, msg);
+        }
     }
 
     /// Any message of ours back from the broker proves the backplane carries ours.
@@ -76,10 +77,21 @@ impl Cluster {
         }
     }
 
-    /// Records that `h.origin` is alive; on first contact, exchanges state with it.
-    fn on_contact(&self, hub: &Hub, h: Header, msg: &Message) {
+    /// Records that `h.origin` is alive; on first contact, exchanges state with it. Returns
+    /// whether the message should be applied.
+    fn on_contact(&self, hub: &Hub, h: Header, msg: &Message) -> bool {
         let fresh = {
             let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(msg, Message::Goodbye) {
+                peers.departed.insert(h.origin, Instant::now());
+                return true;
+            }
+            if peers.departed.contains_key(&h.origin) && !matches!(msg, Message::Heartbeat { .. }) {
+                // A straggler from a node that left: not a peer again, and nothing of its
+                // state is taken back (it would never expire); events still reach clients.
+                return matches!(msg, Message::Event { .. });
+            }
+            peers.departed.remove(&h.origin);
             let fresh = peers.last_seen.insert(h.origin, Instant::now()).is_none();
             self.metrics.peers.store(
                 peers.last_seen.len() as u64,
@@ -91,12 +103,13 @@ impl Cluster {
             // A node that just started knows nothing of ours.
             self.send_snapshots(hub);
         }
-        if fresh && !matches!(msg, Message::Goodbye) {
+        if fresh {
             tracing::info!(node = h.origin, "cluster node joined");
             // We started after it, lost touch, or it holds clients from before its adapter
             // connected: learn what it holds.
             self.ask_snapshot(h.origin);
         }
+        true
     }
 
     /// Marks `target`'s snapshot as wanted and asks for it, unless asked within the last
@@ -302,6 +315,7 @@ impl Cluster {
             } else {
                 peers.own_echo
             };
+            peers.departed.retain(|_, t| now - *t < timeout);
             let dead: Vec<u32> = peers
                 .last_seen
                 .iter()

@@ -48,6 +48,9 @@ struct Peers {
     /// Nodes whose snapshot we need (first contact, or a gap in their control stream), with
     /// when we last asked: re-asked every heartbeat until a snapshot from them arrives.
     wanted: HashMap<u32, Instant>,
+    /// Nodes that said goodbye, and when: a message of theirs still in flight must not make
+    /// them a peer again (queries would wait for them until they time out).
+    departed: HashMap<u32, Instant>,
     /// Snapshot chunks being assembled, per (origin, app).
     partial: HashMap<(u32, String), Vec<wire::ChannelSnapshot>>,
 }
@@ -88,6 +91,7 @@ impl Cluster {
                 own_echo: Instant::now(),
                 heard_self: false,
                 wanted: HashMap::new(),
+                departed: HashMap::new(),
                 partial: HashMap::new(),
             }),
             queries: query::Queries::default(),
