@@ -121,6 +121,23 @@ function clusterSuite(kind) {
         assert.equal(safe.connection.state, 'connected');
       });
 
+      it('watchlists see users come online and go offline on other nodes', async () => {
+        const signedIn = (p) => new Promise((resolve) => p.connection.bind('message', (m) => { if (m.event === 'pusher:signin_success') resolve(); }));
+        const watcher = on(0, { user: { id: `w-${routing}`, watchlist: [`pal-${routing}`] } });
+        let s = signedIn(watcher);
+        watcher.signin();
+        await s;
+        const online = h.once(watcher.user.watchlist, 'online');
+        const pal = on(2, { user: { id: `pal-${routing}` } });
+        s = signedIn(pal);
+        pal.signin();
+        await s;
+        assert.deepEqual((await online).user_ids, [`pal-${routing}`]);
+        const offline = h.once(watcher.user.watchlist, 'offline');
+        pal.disconnect();
+        assert.deepEqual((await offline).user_ids, [`pal-${routing}`]);
+      });
+
       it('500 rapid events from one publisher arrive in order on every node', async () => {
         const subs = [on(0), on(1), on(2)];
         const chans = await Promise.all(subs.map((p) => h.subscribed(p, 'ordered')));

@@ -40,6 +40,10 @@ pub trait Link: Send + Sync {
     fn vacated(&self, _app: &str, _channel: &str) {}
     fn member_joined(&self, _app: &str, _channel: &str, _user: &str, _info: &str) {}
     fn member_left(&self, _app: &str, _channel: &str, _user: &str) {}
+    /// A user's first socket on this node signed in.
+    fn user_online(&self, _app: &str, _user: &str) {}
+    /// A user's last socket on this node signed out.
+    fn user_offline(&self, _app: &str, _user: &str) {}
     /// This node's subscriber count of `channel` changed (apps that count subscriptions).
     fn count(&self, _app: &str, _channel: &str, _count: usize) {}
     /// Complete Pusher messages (JSON text) published on `channel`; `except` is the socket id
@@ -345,6 +349,19 @@ impl App {
         conns.len()
     }
 
+    /// Signs `conn` in as `user` (watchlist events across the cluster).
+    pub fn sign_in(&self, conn: &Arc<Conn>, user: &Arc<str>, watchlist: &[Arc<str>]) {
+        self.users.sign_in(conn, user, watchlist, || {
+            self.link.user_online(&self.config.id, user)
+        });
+    }
+
+    pub fn sign_out(&self, conn_id: u64, user: &Arc<str>, watchlist: &[Arc<str>]) {
+        self.users.sign_out(conn_id, user, watchlist, || {
+            self.link.user_offline(&self.config.id, user)
+        });
+    }
+
     /// Parses a channel name another node sent; `None` (logged by the caller) when invalid.
     pub fn channel_name(&self, name: &str) -> Option<ChannelName> {
         ChannelName::parse(name, self.config.limits.max_channel_name_length.max(200)).ok()
@@ -408,7 +425,8 @@ impl App {
 
     /// Replaces what is known of `node` (its snapshot, or nothing when it died), sending
     /// member frames and, on the deciding node, webhooks for what changed cluster-wide.
-    pub fn replace_node(&self, node: u32, held: &[RemoteChannel]) {
+    pub fn replace_node(&self, node: u32, held: &[RemoteChannel], users: &[String]) {
+        self.users.replace_node(node, users);
         let changes = self.registry.replace_node(
             node,
             held,

@@ -1,7 +1,9 @@
-//! Signed-in users on this node: which sockets belong to which user (for terminate and
-//! server-to-user), and who watches whom (watchlist online/offline events).
+//! Signed-in users: which sockets on this node belong to which user (for terminate and
+//! server-to-user), which other nodes have the user signed in, and who watches whom
+//! (watchlist online/offline events, sent when a user comes online or goes offline anywhere
+//! in the cluster).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::conn::Conn;
@@ -14,6 +16,51 @@ struct State {
     sockets: HashMap<Arc<str>, HashMap<u64, Arc<Conn>>>,
     /// watched user id → sockets watching that user.
     watchers: HashMap<Arc<str>, HashMap<u64, Arc<Conn>>>,
+    /// user id → other nodes where the user is signed in.
+    remote: HashMap<Arc<str>, Vec<u32>>,
+}
+
+impl State {
+    fn online(&self, user: &str) -> bool {
+        self.sockets.contains_key(user) || self.remote.contains_key(user)
+    }
+
+    fn tell_watchers(&self, user: &str, online: bool) {
+        if let Some(watchers) = self.watchers.get(user) {
+            let f = if online {
+                frame::text(&messages::watchlist_events(&[user], &[]))
+            } else {
+                frame::text(&messages::watchlist_events(&[], &[user]))
+            };
+            for w in watchers.values() {
+                w.send(f.clone());
+            }
+        }
+    }
+
+    fn add_remote(&mut self, node: u32, user: &str) {
+        let was = self.online(user);
+        let nodes = self.remote.entry(user.into()).or_default();
+        if !nodes.contains(&node) {
+            nodes.push(node);
+        }
+        if !was {
+            self.tell_watchers(user, true);
+        }
+    }
+
+    fn remove_remote(&mut self, node: u32, user: &str) {
+        let Some(nodes) = self.remote.get_mut(user) else {
+            return;
+        };
+        nodes.retain(|n| *n != node);
+        if nodes.is_empty() {
+            self.remote.remove(user);
+            if !self.online(user) {
+                self.tell_watchers(user, false);
+            }
+        }
+    }
 }
 
 /// A std `Mutex`: signin and disconnect are rare next to publishes and nothing awaits inside.
@@ -23,20 +70,27 @@ pub struct Users {
 }
 
 impl Users {
-    /// Records `conn` as `user`. Tells the user's watchers it came online when this is its first
-    /// socket, and tells `conn` which of its own watchlist are online now.
-    pub fn sign_in(&self, conn: &Arc<Conn>, user: &Arc<str>, watchlist: &[Arc<str>]) {
+    /// Records `conn` as `user`. Tells the user's watchers it came online when it was offline
+    /// everywhere, calls `announce` (under the lock, so announcements stay in order) when this
+    /// is its first socket on this node, and tells `conn` which of its own watchlist are
+    /// online now.
+    pub fn sign_in(
+        &self,
+        conn: &Arc<Conn>,
+        user: &Arc<str>,
+        watchlist: &[Arc<str>],
+        announce: impl FnOnce(),
+    ) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let was_online = st.online(user);
         let mine = st.sockets.entry(user.clone()).or_default();
         let first = mine.is_empty();
         mine.insert(conn.id, conn.clone());
         if first {
-            if let Some(watchers) = st.watchers.get(user) {
-                let f = frame::text(&messages::watchlist_events(&[user], &[]));
-                for w in watchers.values() {
-                    w.send(f.clone());
-                }
-            }
+            announce();
+        }
+        if !was_online {
+            st.tell_watchers(user, true);
         }
         let mut online = Vec::new();
         for watched in watchlist {
@@ -44,7 +98,7 @@ impl Users {
                 .entry(watched.clone())
                 .or_default()
                 .insert(conn.id, conn.clone());
-            if st.sockets.contains_key(watched) {
+            if st.online(watched) {
                 online.push(&**watched);
             }
         }
@@ -53,8 +107,15 @@ impl Users {
         }
     }
 
-    /// Forgets `conn`; tells watchers the user went offline when its last socket left.
-    pub fn sign_out(&self, conn_id: u64, user: &Arc<str>, watchlist: &[Arc<str>]) {
+    /// Forgets `conn`; calls `announce` when the user's last socket on this node left, and
+    /// tells watchers the user went offline when no node has it signed in anymore.
+    pub fn sign_out(
+        &self,
+        conn_id: u64,
+        user: &Arc<str>,
+        watchlist: &[Arc<str>],
+        announce: impl FnOnce(),
+    ) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for watched in watchlist {
             if let Some(w) = st.watchers.get_mut(watched) {
@@ -70,13 +131,46 @@ impl Users {
         mine.remove(&conn_id);
         if mine.is_empty() {
             st.sockets.remove(user);
-            if let Some(watchers) = st.watchers.get(user) {
-                let f = frame::text(&messages::watchlist_events(&[], &[user]));
-                for w in watchers.values() {
-                    w.send(f.clone());
-                }
+            announce();
+            if !st.online(user) {
+                st.tell_watchers(user, false);
             }
         }
+    }
+
+    /// `user` signed in on another node (its first socket there).
+    pub fn remote_online(&self, node: u32, user: &str) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.add_remote(node, user);
+    }
+
+    /// `user`'s last socket on another node signed out.
+    pub fn remote_offline(&self, node: u32, user: &str) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.remove_remote(node, user);
+    }
+
+    /// Replaces the users known signed in on `node` (its snapshot; empty when it died).
+    pub fn replace_node(&self, node: u32, users: &[String]) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let stale: Vec<Arc<str>> = st
+            .remote
+            .iter()
+            .filter(|(u, nodes)| nodes.contains(&node) && !users.iter().any(|x| x == &***u))
+            .map(|(u, _)| u.clone())
+            .collect();
+        for u in stale {
+            st.remove_remote(node, &u);
+        }
+        for u in users {
+            st.add_remote(node, u);
+        }
+    }
+
+    /// Calls `send` with the users signed in on this node, under the lock.
+    pub fn snapshot_then(&self, send: impl FnOnce(Vec<String>)) {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        send(st.sockets.keys().map(|u| u.to_string()).collect());
     }
 
     /// The sockets signed in as `user` on this node.
@@ -86,16 +180,5 @@ impl Users {
             .get(user)
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
-    }
-
-    /// Whether any socket is signed in as `user`.
-    pub fn is_online(&self, user: &str) -> bool {
-        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.sockets.contains_key(user)
-    }
-
-    pub fn online_ids(&self) -> HashSet<String> {
-        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.sockets.keys().map(|u| u.to_string()).collect()
     }
 }

@@ -230,6 +230,7 @@ impl Cluster {
                 first,
                 last,
                 channels,
+                users,
             } => {
                 let Some(app) = app_of(&app) else { return };
                 let whole = {
@@ -237,9 +238,11 @@ impl Cluster {
                     let key = (node, app.config.id.clone());
                     let parts = peers.partial.entry(key.clone()).or_default();
                     if first {
-                        parts.clear();
+                        parts.0.clear();
+                        parts.1.clear();
                     }
-                    parts.extend(channels);
+                    parts.0.extend(channels);
+                    parts.1.extend(users);
                     if !last {
                         return;
                     }
@@ -249,6 +252,7 @@ impl Cluster {
                 // A channel may span chunks: merge its parts.
                 let mut merged: Vec<crate::channels::RemoteChannel> = Vec::new();
                 let mut index: std::collections::HashMap<String, usize> = Default::default();
+                let (whole, users) = whole;
                 for c in whole {
                     let Some(name) = channel_of(app, &c.channel) else {
                         continue;
@@ -266,7 +270,7 @@ impl Cluster {
                         }
                     }
                 }
-                app.replace_node(node, &merged);
+                app.replace_node(node, &merged, &users);
             }
             Message::Count {
                 app,
@@ -283,6 +287,14 @@ impl Cluster {
                 if target == self.node_id {
                     self.send_snapshots(hub);
                 }
+            }
+            Message::UserOnline { app, user } => {
+                let Some(app) = app_of(&app) else { return };
+                app.users.remote_online(node, &user);
+            }
+            Message::UserOffline { app, user } => {
+                let Some(app) = app_of(&app) else { return };
+                app.users.remote_offline(node, &user);
             }
             Message::Terminate { app, user } => {
                 let Some(app) = app_of(&app) else { return };
@@ -358,7 +370,7 @@ impl Cluster {
             .forget_origin(node);
         self.queries.forget_node(node);
         for app in hub.apps() {
-            app.replace_node(node, &[]);
+            app.replace_node(node, &[], &[]);
         }
     }
 }

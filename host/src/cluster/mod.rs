@@ -51,8 +51,8 @@ struct Peers {
     /// Nodes that said goodbye, and when: a message of theirs still in flight must not make
     /// them a peer again (queries would wait for them until they time out).
     departed: HashMap<u32, Instant>,
-    /// Snapshot chunks being assembled, per (origin, app).
-    partial: HashMap<(u32, String), Vec<wire::ChannelSnapshot>>,
+    /// Snapshot chunks being assembled, per (origin, app): channels and signed-in users.
+    partial: HashMap<(u32, String), (Vec<wire::ChannelSnapshot>, Vec<String>)>,
 }
 
 impl Peers {
@@ -189,51 +189,58 @@ impl Cluster {
     fn send_snapshots(&self, hub: &Hub) {
         const SNAPSHOT_CHUNK: usize = 256 * 1024;
         for app in hub.apps() {
+            // Lock order: registry, then users, then our counters; nothing takes them the
+            // other way round.
             app.registry.snapshot_then(|channels| {
-                let mut chunk: Vec<wire::ChannelSnapshot> = Vec::new();
-                let mut size = 0;
-                let mut first = true;
-                let flush = |chunk: &mut Vec<wire::ChannelSnapshot>, first: &mut bool, last| {
-                    self.send(
-                        topics::CONTROL,
-                        &Message::Snapshot {
-                            app: app.config.id.clone(),
-                            first: *first,
-                            last,
-                            channels: std::mem::take(chunk),
-                        },
-                    );
-                    *first = false;
-                };
-                for c in channels {
-                    let mut part = wire::ChannelSnapshot {
-                        channel: c.name,
-                        subscribers: c.subscribers,
-                        members: Vec::new(),
-                    };
-                    size += part.channel.len() + 16;
-                    for m in c.members {
-                        size += m.0.len() + m.1.len() + 8;
-                        part.members.push(m);
+                app.users.snapshot_then(|users| {
+                    let mut users = Some(users);
+                    let mut chunk: Vec<wire::ChannelSnapshot> = Vec::new();
+                    let mut size = 0;
+                    let mut first = true;
+                    let mut flush =
+                        |chunk: &mut Vec<wire::ChannelSnapshot>, first: &mut bool, last| {
+                            self.send(
+                                topics::CONTROL,
+                                &Message::Snapshot {
+                                    app: app.config.id.clone(),
+                                    first: *first,
+                                    last,
+                                    channels: std::mem::take(chunk),
+                                    users: users.take().unwrap_or_default(),
+                                },
+                            );
+                            *first = false;
+                        };
+                    for c in channels {
+                        let mut part = wire::ChannelSnapshot {
+                            channel: c.name,
+                            subscribers: c.subscribers,
+                            members: Vec::new(),
+                        };
+                        size += part.channel.len() + 16;
+                        for m in c.members {
+                            size += m.0.len() + m.1.len() + 8;
+                            part.members.push(m);
+                            if size >= SNAPSHOT_CHUNK {
+                                // A huge roster continues in the next chunk under the same name.
+                                let rest = wire::ChannelSnapshot {
+                                    channel: part.channel.clone(),
+                                    subscribers: part.subscribers,
+                                    members: Vec::new(),
+                                };
+                                chunk.push(std::mem::replace(&mut part, rest));
+                                flush(&mut chunk, &mut first, false);
+                                size = part.channel.len() + 16;
+                            }
+                        }
+                        chunk.push(part);
                         if size >= SNAPSHOT_CHUNK {
-                            // A huge roster continues in the next chunk under the same name.
-                            let rest = wire::ChannelSnapshot {
-                                channel: part.channel.clone(),
-                                subscribers: part.subscribers,
-                                members: Vec::new(),
-                            };
-                            chunk.push(std::mem::replace(&mut part, rest));
                             flush(&mut chunk, &mut first, false);
-                            size = part.channel.len() + 16;
+                            size = 0;
                         }
                     }
-                    chunk.push(part);
-                    if size >= SNAPSHOT_CHUNK {
-                        flush(&mut chunk, &mut first, false);
-                        size = 0;
-                    }
-                }
-                flush(&mut chunk, &mut first, true);
+                    flush(&mut chunk, &mut first, true);
+                })
             });
         }
         crate::metrics::Metrics::inc(&self.metrics.snapshots_sent);
@@ -350,6 +357,26 @@ impl Link for Cluster {
             &Message::MemberLeft {
                 app: app.into(),
                 channel: channel.into(),
+                user: user.into(),
+            },
+        );
+    }
+
+    fn user_online(&self, app: &str, user: &str) {
+        self.send(
+            topics::CONTROL,
+            &Message::UserOnline {
+                app: app.into(),
+                user: user.into(),
+            },
+        );
+    }
+
+    fn user_offline(&self, app: &str, user: &str) {
+        self.send(
+            topics::CONTROL,
+            &Message::UserOffline {
+                app: app.into(),
                 user: user.into(),
             },
         );

@@ -438,3 +438,45 @@ async fn a_roster_too_big_for_one_message_arrives_in_chunks() {
     eventually(|| late.app.registry.user_count("presence-big") == 600).await;
     drop(conns);
 }
+
+#[tokio::test]
+async fn watchlists_see_users_online_on_other_nodes() {
+    let bus = Bus::default();
+    let nodes = cluster_of(&bus, 2, Routing::Broadcast).await;
+    let early = socket(&nodes[1]);
+    nodes[1].app.sign_in(&early, &"early".into(), &[]);
+    eventually(|| {
+        let probe = socket(&nodes[0]);
+        nodes[0].app.sign_in(&probe, &"probe".into(), &["early".into()]);
+        let online = texts(&probe).iter().any(|t| t.contains("early"));
+        nodes[0].app.sign_out(probe.id, &"probe".into(), &["early".into()]);
+        online
+    })
+    .await;
+    let watcher = socket(&nodes[0]);
+    nodes[0]
+        .app
+        .sign_in(&watcher, &"watcher".into(), &["friend".into()]);
+    assert!(texts(&watcher).is_empty(), "friend is offline everywhere");
+    let friend = socket(&nodes[1]);
+    let friend2 = socket(&nodes[1]);
+    nodes[1].app.sign_in(&friend, &"friend".into(), &[]);
+    nodes[1].app.sign_in(&friend2, &"friend".into(), &[]);
+    let mut seen = Vec::new();
+    eventually(|| {
+        seen.extend(texts(&watcher));
+        seen.iter().any(|t| t.contains("online") && t.contains("friend"))
+    })
+    .await;
+    nodes[1].app.sign_out(friend.id, &"friend".into(), &[]);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(texts(&watcher).is_empty(), "friend still has a socket");
+    nodes[1].app.sign_out(friend2.id, &"friend".into(), &[]);
+    let mut seen = Vec::new();
+    eventually(|| {
+        seen.extend(texts(&watcher));
+        seen.iter().any(|t| t.contains("offline") && t.contains("friend"))
+    })
+    .await;
+    assert_eq!(seen.len(), 1, "one online and one offline, never more: {seen:?}");
+}

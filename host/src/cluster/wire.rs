@@ -89,7 +89,13 @@ pub enum Message {
         first: bool,
         last: bool,
         channels: Vec<ChannelSnapshot>,
+        /// Users signed in on the origin (watchlists).
+        users: Vec<String>,
     },
+    /// A user's first socket on the origin signed in.
+    UserOnline { app: String, user: String },
+    /// A user's last socket on the origin signed out.
+    UserOffline { app: String, user: String },
     /// Asks `target` to publish its snapshots (after a gap, or on first contact).
     SnapshotRequest { target: u32 },
     /// Close every connection of `user`.
@@ -138,6 +144,8 @@ impl Message {
             Self::Query { .. } => 11,
             Self::Reply { .. } => 12,
             Self::Count { .. } => 13,
+            Self::UserOnline { .. } => 14,
+            Self::UserOffline { .. } => 15,
         }
     }
 
@@ -198,6 +206,7 @@ impl Message {
                 first,
                 last,
                 channels,
+                users,
             } => {
                 put_str(&mut b, app);
                 b.put_u8(u8::from(*first) | (u8::from(*last) << 1));
@@ -211,8 +220,16 @@ impl Message {
                         put_str(&mut b, info);
                     }
                 }
+                b.put_u32(users.len() as u32);
+                for u in users {
+                    put_str(&mut b, u);
+                }
             }
             Self::SnapshotRequest { target } => b.put_u32(*target),
+            Self::UserOnline { app, user } | Self::UserOffline { app, user } => {
+                put_str(&mut b, app);
+                put_str(&mut b, user);
+            }
             Self::Count {
                 app,
                 channel,
@@ -338,11 +355,17 @@ impl Message {
                         members,
                     });
                 }
+                let n = r.count()?;
+                let mut users = Vec::with_capacity(n);
+                for _ in 0..n {
+                    users.push(r.string()?);
+                }
                 Self::Snapshot {
                     app,
                     first: flags & 1 != 0,
                     last: flags & 2 != 0,
                     channels,
+                    users,
                 }
             }
             9 => Self::SnapshotRequest { target: r.u32()? },
@@ -379,6 +402,14 @@ impl Message {
                 }
                 Self::Reply { id, channels }
             }
+            14 => Self::UserOnline {
+                app: r.string()?,
+                user: r.string()?,
+            },
+            15 => Self::UserOffline {
+                app: r.string()?,
+                user: r.string()?,
+            },
             13 => Self::Count {
                 app: r.string()?,
                 channel: r.string()?,
@@ -486,8 +517,17 @@ mod tests {
                     subscribers: 2,
                     members: vec![("u".into(), "null".into())],
                 }],
+                users: vec!["u".into()],
             },
             Message::SnapshotRequest { target: 7 },
+            Message::UserOnline {
+                app: "a".into(),
+                user: "u".into(),
+            },
+            Message::UserOffline {
+                app: "a".into(),
+                user: "u".into(),
+            },
             Message::Count {
                 app: "a".into(),
                 channel: "c".into(),

@@ -257,7 +257,7 @@ impl Session {
                 Some(ErrorCode::WatchlistOverLimit),
             );
         }
-        self.app.users.sign_in(&self.conn, &user, &watchlist);
+        self.app.sign_in(&self.conn, &user, &watchlist);
         self.user = Some(SignedIn {
             id: user,
             watchlist,
@@ -320,9 +320,7 @@ impl Session {
             self.app.unsubscribe(self.conn.id, &sub.name);
         }
         if let Some(user) = self.user.take() {
-            self.app
-                .users
-                .sign_out(self.conn.id, &user.id, &user.watchlist);
+            self.app.sign_out(self.conn.id, &user.id, &user.watchlist);
         }
         self.app.connections.fetch_sub(1, Ordering::Relaxed);
     }
