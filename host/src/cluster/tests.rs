@@ -447,9 +447,13 @@ async fn watchlists_see_users_online_on_other_nodes() {
     nodes[1].app.sign_in(&early, &"early".into(), &[]);
     eventually(|| {
         let probe = socket(&nodes[0]);
-        nodes[0].app.sign_in(&probe, &"probe".into(), &["early".into()]);
+        nodes[0]
+            .app
+            .sign_in(&probe, &"probe".into(), &["early".into()]);
         let online = texts(&probe).iter().any(|t| t.contains("early"));
-        nodes[0].app.sign_out(probe.id, &"probe".into(), &["early".into()]);
+        nodes[0]
+            .app
+            .sign_out(probe.id, &"probe".into(), &["early".into()]);
         online
     })
     .await;
@@ -465,7 +469,8 @@ async fn watchlists_see_users_online_on_other_nodes() {
     let mut seen = Vec::new();
     eventually(|| {
         seen.extend(texts(&watcher));
-        seen.iter().any(|t| t.contains("online") && t.contains("friend"))
+        seen.iter()
+            .any(|t| t.contains("online") && t.contains("friend"))
     })
     .await;
     nodes[1].app.sign_out(friend.id, &"friend".into(), &[]);
@@ -475,8 +480,13 @@ async fn watchlists_see_users_online_on_other_nodes() {
     let mut seen = Vec::new();
     eventually(|| {
         seen.extend(texts(&watcher));
-        seen.iter().any(|t| t.contains("offline") && t.contains("friend"))
+        seen.iter()
+            .any(|t| t.contains("offline") && t.contains("friend"))
     })
     .await;
-    assert_eq!(seen.len(), 1, "one online and one offline, never more: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        1,
+        "one online and one offline, never more: {seen:?}"
+    );
 }
