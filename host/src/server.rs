@@ -147,6 +147,19 @@ impl Server {
             metrics.clone(),
             hooks,
         ));
+        // Throttled subscription counts go out once their interval has passed.
+        let flusher = {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    for app in hub.apps() {
+                        app.flush_counts();
+                    }
+                }
+            })
+        };
         if let (Some(c), Some(rx)) = (&cluster, deliveries) {
             tokio::spawn(c.clone().run(hub.clone(), rx));
         }
@@ -191,6 +204,7 @@ impl Server {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        flusher.abort();
         if let Some(c) = &state.cluster {
             c.goodbye();
             // Let the adapter hand the goodbye to the broker before it stops.

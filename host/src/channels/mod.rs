@@ -4,6 +4,7 @@
 //! `remote_*` methods.
 
 mod cache;
+mod counts;
 mod registry;
 mod users;
 
@@ -74,6 +75,7 @@ pub struct App {
     pub cache: Cache,
     /// Open connections, for the per-app quota.
     pub connections: AtomicUsize,
+    counts: counts::CountThrottle,
     metrics: Arc<Metrics>,
     hooks: Webhooks,
 }
@@ -95,6 +97,7 @@ impl App {
             users: Users::default(),
             cache: Cache::new(ttl),
             connections: AtomicUsize::new(0),
+            counts: counts::CountThrottle::default(),
             metrics,
             hooks,
         }
@@ -329,12 +332,32 @@ impl App {
         if !self.counts_subscriptions(channel) {
             return;
         }
-        let f = frame::text(&messages::subscription_count(channel.as_str(), count));
-        self.registry.publish(channel.as_str(), &f, None);
+        self.send_count(channel.as_str(), count);
         self.emit(HookEvent::SubscriptionCount {
             channel: channel.as_str().into(),
             count,
         });
+    }
+
+    /// Sends the count to local subscribers unless the throttle holds it back.
+    fn send_count(&self, channel: &str, count: usize) {
+        if self.counts.admit(channel, count, std::time::Instant::now()) {
+            let f = frame::text(&messages::subscription_count(channel, count));
+            let n = self.registry.publish(channel, &f, None);
+            self.count_out(n, f.len());
+        }
+    }
+
+    /// Sends the current count on channels whose updates were held back by the throttle and
+    /// whose interval has passed. Called about once a second.
+    pub fn flush_counts(&self) {
+        for channel in self.counts.due(std::time::Instant::now()) {
+            if let Some(count) = self.registry.subscription_count(&channel) {
+                let f = frame::text(&messages::subscription_count(&channel, count));
+                let n = self.registry.publish(&channel, &f, None);
+                self.count_out(n, f.len());
+            }
+        }
     }
 
     /// Closes every connection signed in as `user` on this node with 4009.
@@ -405,9 +428,7 @@ impl App {
         }
         let name = channel.as_str();
         if let Some(total) = self.registry.remote_count(name, node, count) {
-            let f = frame::text(&messages::subscription_count(name, total));
-            let n = self.registry.publish(name, &f, None);
-            self.count_out(n, f.len());
+            self.send_count(name, total);
         }
     }
 

@@ -388,6 +388,14 @@ impl Registry {
             .is_some_and(|c| !c.subscribers.is_empty() || !c.remote.is_empty())
     }
 
+    /// Subscribers across the cluster, when this node has any to tell.
+    pub fn subscription_count(&self, channel: &str) -> Option<usize> {
+        let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        map.get(channel)
+            .filter(|c| !c.subscribers.is_empty())
+            .map(Channel::cluster_count)
+    }
+
     /// Distinct presence users in `channel` across the cluster.
     pub fn user_count(&self, channel: &str) -> usize {
         let map = self.channels.read().unwrap_or_else(|e| e.into_inner());
