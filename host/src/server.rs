@@ -98,7 +98,12 @@ impl Server {
         let runtime = crate::plugin::Runtime::new(Some(cache))
             .map_err(|e| StartError::Runtime(e.to_string()))?;
         let (tx, rx) = tokio::sync::mpsc::channel(a.limits.queue);
-        let (supervised, metrics) = runtime.start(a, &node_id.to_string(), tx)?;
+        // Our own messages come back from the broker; all but heartbeats (our liveness
+        // probe) are dropped before they cost a hand-off to the cluster task.
+        let keep: crate::plugin::DeliveryFilter =
+            Arc::new(move |_topic: &str, p: &[u8]| !crate::cluster::wire::is_own_echo(p, node_id));
+        let (supervised, metrics) =
+            runtime.start_filtered(a, &node_id.to_string(), tx, Some(keep))?;
         Ok(Some((
             LoadedAdapter {
                 name: a.driver.clone(),

@@ -128,6 +128,17 @@ pub enum DecodeError {
     Trailing,
 }
 
+/// Whether `payload` is one of `node`'s own messages that only matters to others (anything
+/// but a heartbeat, whose echo is how a node knows the backplane carries it). Reads the
+/// header only.
+pub fn is_own_echo(payload: &[u8], node: u32) -> bool {
+    payload.len() >= HEADER_LEN
+        && payload[0] == MAGIC
+        && payload[1] == VERSION
+        && payload[2] != 2
+        && payload[3..7] == node.to_be_bytes()
+}
+
 impl Message {
     fn kind(&self) -> u8 {
         match self {
@@ -574,6 +585,23 @@ mod tests {
             let bytes = m.encode(h);
             assert_eq!(Message::decode(&bytes), Ok((h, m)));
         }
+    }
+
+    #[test]
+    fn own_echoes_are_recognised_from_the_header_but_heartbeats_pass() {
+        let h = Header {
+            origin: 7,
+            epoch: 1,
+            seq: 1,
+        };
+        let event = samples().remove(0).encode(h);
+        assert!(is_own_echo(&event, 7));
+        assert!(!is_own_echo(&event, 8));
+        assert!(!is_own_echo(
+            &Message::Heartbeat { hello: false }.encode(h),
+            7
+        ));
+        assert!(!is_own_echo(b"short", 7));
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub fn call_costs(runtime: &Runtime, path: &Path, iterations: u32) -> wasmtime::
         limits: limits.clone(),
         rt: rt.handle().clone(),
         deliveries,
+        keep: None,
         metrics: std::sync::Arc::new(AdapterMetrics::default()),
     };
     let mut store = super::instance::new_store(runtime.engine(), shared, jobs);

@@ -49,8 +49,14 @@ pub struct Shared {
     pub limits: SandboxLimits,
     pub rt: tokio::runtime::Handle,
     pub deliveries: mpsc::Sender<Delivery>,
+    /// Decides, before queueing, whether the node wants a delivery (the node drops its own
+    /// messages echoed by the broker here, sparing a hand-off per message).
+    pub keep: Option<DeliveryFilter>,
     pub metrics: Arc<AdapterMetrics>,
 }
+
+/// `keep(topic, payload)`: false drops the delivery silently.
+pub type DeliveryFilter = Arc<dyn Fn(&str, &[u8]) -> bool + Send + Sync>;
 
 struct Socket {
     out: mpsc::UnboundedSender<Vec<u8>>,
@@ -333,6 +339,11 @@ impl HostImports for StoreState {
 
     fn deliver(&mut self, topic: String, payload: Vec<u8>) -> Result<(), HostError> {
         self.host.check_size(payload.len() + topic.len())?;
+        if let Some(keep) = &self.host.shared.keep {
+            if !keep(&topic, &payload) {
+                return Ok(());
+            }
+        }
         let m = &self.host.shared.metrics;
         let d = Delivery {
             topic,

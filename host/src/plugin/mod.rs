@@ -26,7 +26,7 @@ use wasmtime::Engine;
 
 pub use bindings::{HealthStatus, CONTRACT_VERSION};
 pub use error::{Failure, LoadError};
-pub use host_impl::Delivery;
+pub use host_impl::{Delivery, DeliveryFilter};
 pub use loader::Loaded;
 pub use supervisor::Supervised;
 
@@ -159,6 +159,17 @@ impl Runtime {
         node_id: &str,
         deliveries: mpsc::Sender<Delivery>,
     ) -> Result<(Supervised, Arc<AdapterMetrics>), LoadError> {
+        self.start_filtered(cfg, node_id, deliveries, None)
+    }
+
+    /// `start`, with `keep` deciding which deliveries reach the node.
+    pub fn start_filtered(
+        &self,
+        cfg: &AdapterConfig,
+        node_id: &str,
+        deliveries: mpsc::Sender<Delivery>,
+        keep: Option<DeliveryFilter>,
+    ) -> Result<(Supervised, Arc<AdapterMetrics>), LoadError> {
         let path = cfg.plugins_dir.join(format!("{}.wasm", cfg.driver));
         let loaded = self.load(&path)?;
         let pre = self.link(&loaded)?;
@@ -170,6 +181,7 @@ impl Runtime {
             limits: cfg.limits.clone(),
             rt: tokio::runtime::Handle::current(),
             deliveries,
+            keep,
             metrics: metrics.clone(),
         };
         let (sup, _task) =
