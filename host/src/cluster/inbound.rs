@@ -24,6 +24,17 @@ impl Cluster {
             self.own_echo(hub);
             return;
         }
+        if let Message::Event { app, channel, .. } = &msg {
+            if topics::is_channel(&d.topic)
+                && hub
+                    .by_id(app)
+                    .is_some_and(|a| a.registry.stats(channel).is_none())
+            {
+                // In flight when we unsubscribed its channel: nobody here wants it, and
+                // tracking it would re-create state that is only freed when the origin leaves.
+                return;
+            }
+        }
         let verdict = self
             .tracker
             .lock()

@@ -19,3 +19,8 @@ pub fn app(app: &str) -> String {
 pub fn channel(app: &str, channel: &str) -> String {
     format!("ch:{app}:{channel}")
 }
+
+/// Whether `topic` is a per-channel topic (interest routing).
+pub fn is_channel(topic: &str) -> bool {
+    topic.starts_with("ch:")
+}
