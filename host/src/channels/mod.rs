@@ -454,10 +454,23 @@ impl App {
             &|c, u, i| frame::text(&messages::member_added(c, u, i)),
             &|c, u| frame::text(&messages::member_removed(c, u)),
         );
-        if !self.link.decides_webhooks() {
-            return;
-        }
+        let hooks = self.link.decides_webhooks();
         for t in changes {
+            if let Transition::Count(channel) = &t {
+                // Subscribers here hear the new total (a node died or resynchronised).
+                if let (Some(name), Some(count)) = (
+                    self.channel_name(channel),
+                    self.registry.subscription_count(channel),
+                ) {
+                    if self.counts_subscriptions(&name) {
+                        self.send_count(channel, count);
+                    }
+                }
+                continue;
+            }
+            if !hooks {
+                continue;
+            }
             self.emit(match t {
                 Transition::Occupied(channel) => HookEvent::ChannelOccupied { channel },
                 Transition::Vacated(channel) => HookEvent::ChannelVacated { channel },
@@ -469,6 +482,7 @@ impl App {
                     channel,
                     user_id: user,
                 },
+                Transition::Count(_) => continue,
             });
         }
     }

@@ -64,11 +64,18 @@ impl Channel {
                 .sum::<usize>()
     }
 
-    fn set_remote_count(&mut self, node: u32, n: u32) {
+    /// Records `node`'s count; returns whether it changed.
+    fn set_remote_count(&mut self, node: u32, n: u32) -> bool {
+        let before = self
+            .remote_counts
+            .iter()
+            .find(|(x, _)| *x == node)
+            .map_or(0, |(_, c)| *c);
         self.remote_counts.retain(|(x, _)| *x != node);
         if n > 0 {
             self.remote_counts.push((node, n));
         }
+        before != n
     }
 
     fn is_empty(&self) -> bool {
@@ -123,8 +130,16 @@ impl Channel {
 pub enum Transition {
     Occupied(String),
     Vacated(String),
-    MemberAdded { channel: String, user: String },
-    MemberRemoved { channel: String, user: String },
+    MemberAdded {
+        channel: String,
+        user: String,
+    },
+    MemberRemoved {
+        channel: String,
+        user: String,
+    },
+    /// The cluster-wide subscriber count of a channel with local subscribers changed.
+    Count(String),
 }
 
 /// One channel as another node holds it, from that node's snapshot.
@@ -463,7 +478,7 @@ impl Registry {
         let Some(entry) = map.get_mut(channel) else {
             return false;
         };
-        entry.set_remote_count(node, 0);
+        let _ = entry.set_remote_count(node, 0);
         if !entry.remote.contains(&node) {
             return false;
         }
@@ -480,7 +495,7 @@ impl Registry {
     pub fn remote_count(&self, channel: &str, node: u32, n: u32) -> Option<usize> {
         let mut map = self.channels.write().unwrap_or_else(|e| e.into_inner());
         let entry = map.get_mut(channel)?;
-        entry.set_remote_count(node, n);
+        let _ = entry.set_remote_count(node, n);
         (!entry.subscribers.is_empty()).then(|| entry.cluster_count())
     }
 
@@ -555,8 +570,8 @@ impl Registry {
                     });
                 }
             }
-            if keep.is_none() {
-                entry.set_remote_count(node, 0);
+            if keep.is_none() && entry.set_remote_count(node, 0) && !entry.subscribers.is_empty() {
+                out.push(Transition::Count(name.clone()));
             }
             if keep.is_none() && entry.remote.contains(&node) {
                 entry.remote.retain(|n| *n != node);
@@ -577,7 +592,9 @@ impl Registry {
             let entry = map
                 .entry(name.into())
                 .or_insert_with(|| Channel::new(channel.clone()));
-            entry.set_remote_count(node, *count);
+            if entry.set_remote_count(node, *count) && !entry.subscribers.is_empty() {
+                out.push(Transition::Count(name.to_owned()));
+            }
             if !entry.remote.contains(&node) {
                 if entry.subscribers.is_empty() && entry.remote.is_empty() {
                     out.push(Transition::Occupied(name.to_owned()));

@@ -408,6 +408,24 @@ async fn subscription_counts_are_cluster_wide() {
             .any(|t| t.contains("\\\"subscription_count\\\":3"))
     })
     .await;
+    // Node 0 gains a subscriber, then dies: node 1's subscribers hear the total drop.
+    let d = socket(&nodes[0]);
+    join(&nodes[0], &d, "counted", None);
+    let mut seen = Vec::new();
+    eventually(|| {
+        seen.extend(texts(&c));
+        seen.last()
+            .is_some_and(|t| t.contains("\\\"subscription_count\\\":4"))
+    })
+    .await;
+    nodes[0].task.abort();
+    let mut seen = Vec::new();
+    eventually(|| {
+        seen.extend(texts(&c));
+        seen.last()
+            .is_some_and(|t| t.contains("\\\"subscription_count\\\":3"))
+    })
+    .await;
 }
 
 #[tokio::test]
