@@ -57,6 +57,23 @@ for (const kind of ['redis', 'nats']) {
       await late.stop();
     });
 
+    it('a node stopped with SIGTERM says goodbye: peers drop it at once, its members leave', async (t) => {
+      const { nodes, on } = await setup();
+      const watcher = on(0, { presence: who('stayer') });
+      const ch = await h.subscribed(watcher, 'presence-leaving');
+      const leaver = on(1, { presence: who('leaver') });
+      const added = h.once(ch, 'pusher:member_added');
+      await h.subscribed(leaver, 'presence-leaving');
+      await added;
+      const removed = h.once(ch, 'pusher:member_removed', 3000);
+      const stoppedAt = Date.now();
+      await nodes[1].stop();
+      assert.equal((await removed).id, 'leaver');
+      await c.until(async () => (await c.up(nodes[0].port)).peers.length === 1, 1500, 'the goodbye (well before the 3 s timeout)');
+      t.diagnostic(`peer dropped ${Date.now() - stoppedAt} ms after SIGTERM`);
+      assert.equal(await c.metric(nodes[0].port, 'switchyard_cluster_node_deaths_total'), 0, 'a goodbye, not a death');
+    });
+
     it('a node killed with SIGKILL: its presence members leave within 5 s, the others carry on', async (t) => {
       const { nodes, on } = await setup();
       const watcher = on(0, { presence: who('watcher') });
