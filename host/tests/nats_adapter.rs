@@ -2,125 +2,23 @@
 //! port: traffic both ways, binary payloads, topics that are not valid NATS tokens, the
 //! server's max_payload, and recovery when the broker is killed and comes back.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod broker;
+
 use std::time::Duration;
 
+use broker::{free_port, round_trip, silence, until_ready, Broker, NATS};
 use bytes::Bytes;
 use switchyard::backplane::Backplane;
-use switchyard::config::AdapterConfig;
-use switchyard::plugin::{Delivery, Runtime, Supervised};
+use switchyard::plugin::{Delivery, Supervised};
 use tokio::sync::mpsc;
 
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
-impl Broker {
-    async fn start(port: u16) -> Self {
-        Self::start_with(port, &[]).await
-    }
-
-    /// Starts `nats-server` on `port` with `extra` arguments (a `-c` config file, say).
-    async fn start_with(port: u16, extra: &[&str]) -> Self {
-        let port_arg = port.to_string();
-        let mut child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port_arg])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server must be installed for the NATS adapter tests (apt-get install nats-server)");
-        for _ in 0..300 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Self { child, port };
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("nats-server did not start on port {port}");
-    }
-
-    fn kill(mut self) -> u16 {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.port
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start_adapter(port: u16) -> (Supervised, mpsc::Receiver<Delivery>) {
-    let guests = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../guest-adapters/target/wasm32-wasip2/release");
-    assert!(
-        guests.join("nats.wasm").exists(),
-        "run scripts/build-guests first"
-    );
-    let cfg = AdapterConfig {
-        driver: "nats".into(),
-        plugins_dir: guests,
-        allow: vec![format!("127.0.0.1:{port}")],
-        config: serde_json::json!({"port": port, "prefix": "test.sy", "reconnect_initial_ms": 50, "reconnect_max_ms": 200}),
-        ..AdapterConfig::default()
-    };
-    let runtime = Runtime::new(None).unwrap();
-    let (tx, rx) = mpsc::channel(8192);
-    let (sup, _metrics) = runtime.start(&cfg, "n1", tx).unwrap();
-    (sup, rx)
-}
-
-async fn until_ready(sup: &Supervised) {
-    for _ in 0..500 {
-        if sup.is_ready().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("adapter never became ready");
-}
-
-/// Publishes `probe` until it comes back, proving the subscription is live.
-async fn round_trip(sup: &Supervised, rx: &mut mpsc::Receiver<Delivery>, topic: &str) {
-    for _ in 0..200 {
-        sup.publish(topic, Bytes::from_static(b"probe"));
-        if let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(25), rx.recv()).await {
-            assert_eq!(d.topic, topic);
-            while rx.try_recv().is_ok() {}
-            return;
-        }
-    }
-    panic!("no round trip through NATS on {topic}");
-}
-
-/// Nothing arrives for a while.
-async fn silence(rx: &mut mpsc::Receiver<Delivery>) {
-    if let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
-        panic!("unexpected delivery on {:?}", d.topic);
-    }
+    broker::start_adapter("nats", port, serde_json::json!({"port": port, "prefix": "test.sy", "reconnect_initial_ms": 50, "reconnect_max_ms": 200})).await
 }
 
 #[tokio::test]
 async fn messages_flow_through_nats_in_order() {
-    let broker = Broker::start(free_port()).await;
+    let broker = Broker::start(&NATS, free_port()).await;
     let (sup, mut rx) = start_adapter(broker.port).await;
     until_ready(&sup).await;
     sup.subscribe("room");
@@ -149,7 +47,7 @@ async fn messages_flow_through_nats_in_order() {
 
 #[tokio::test]
 async fn binary_payloads_and_topics_with_dots_and_stars_arrive_intact() {
-    let broker = Broker::start(free_port()).await;
+    let broker = Broker::start(&NATS, free_port()).await;
     let (sup, mut rx) = start_adapter(broker.port).await;
     until_ready(&sup).await;
     // '.' separates NATS subject tokens and '*' is a wildcard; both must stay literal.
@@ -188,7 +86,7 @@ async fn publishes_over_the_server_max_payload_are_dropped_and_the_connection_st
     let port = free_port();
     let conf = std::env::temp_dir().join(format!("switchyard-nats-{port}.conf"));
     std::fs::write(&conf, "max_payload: 1024\n").unwrap();
-    let broker = Broker::start_with(port, &["-c", conf.to_str().unwrap()]).await;
+    let broker = Broker::start_with(&NATS, port, &["-c", conf.to_str().unwrap()]).await;
     let (sup, mut rx) = start_adapter(broker.port).await;
     until_ready(&sup).await;
     sup.subscribe("room");
@@ -211,7 +109,7 @@ async fn publishes_over_the_server_max_payload_are_dropped_and_the_connection_st
 
 #[tokio::test]
 async fn the_adapter_reconnects_and_resubscribes_after_a_broker_restart() {
-    let broker = Broker::start(free_port()).await;
+    let broker = Broker::start(&NATS, free_port()).await;
     let (sup, mut rx) = start_adapter(broker.port).await;
     until_ready(&sup).await;
     sup.subscribe("room");
@@ -221,7 +119,7 @@ async fn the_adapter_reconnects_and_resubscribes_after_a_broker_restart() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!sup.is_ready().await, "not ready while the broker is down");
     let back = std::time::Instant::now();
-    let _broker = Broker::start(port).await;
+    let _broker = Broker::start(&NATS, port).await;
     round_trip(&sup, &mut rx, "room").await;
     assert!(
         back.elapsed() < Duration::from_secs(2),
