@@ -178,10 +178,7 @@ impl Message {
             } => {
                 put_str(&mut b, app);
                 put_str(&mut b, channel);
-                b.put_u32(messages.len() as u32);
-                for m in messages {
-                    put_str(&mut b, m);
-                }
+                put_strs(&mut b, messages);
                 put_str(&mut b, except);
                 match cache {
                     Some(c) => {
@@ -231,10 +228,7 @@ impl Message {
                         put_str(&mut b, info);
                     }
                 }
-                b.put_u32(users.len() as u32);
-                for u in users {
-                    put_str(&mut b, u);
-                }
+                put_strs(&mut b, users);
             }
             Self::SnapshotRequest { target } => b.put_u32(*target),
             Self::UserOnline { app, user } | Self::UserOffline { app, user } => {
@@ -268,10 +262,7 @@ impl Message {
                     }
                     QueryKind::Names { names } => {
                         b.put_u8(2);
-                        b.put_u32(names.len() as u32);
-                        for n in names {
-                            put_str(&mut b, n);
-                        }
+                        put_strs(&mut b, names);
                     }
                 }
             }
@@ -306,11 +297,7 @@ impl Message {
             1 => {
                 let app = r.string()?;
                 let channel = r.string()?;
-                let n = r.count()?;
-                let mut messages = Vec::with_capacity(n);
-                for _ in 0..n {
-                    messages.push(r.string()?);
-                }
+                let messages = r.list(Reader::string)?;
                 let except = r.string()?;
                 let cache = match r.u8()? {
                     0 => None,
@@ -350,27 +337,14 @@ impl Message {
             8 => {
                 let app = r.string()?;
                 let flags = r.u8()?;
-                let n = r.count()?;
-                let mut channels = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let channel = r.string()?;
-                    let subscribers = r.u32()?;
-                    let m = r.count()?;
-                    let mut members = Vec::with_capacity(m);
-                    for _ in 0..m {
-                        members.push((r.string()?, r.string()?));
-                    }
-                    channels.push(ChannelSnapshot {
-                        channel,
-                        subscribers,
-                        members,
-                    });
-                }
-                let n = r.count()?;
-                let mut users = Vec::with_capacity(n);
-                for _ in 0..n {
-                    users.push(r.string()?);
-                }
+                let channels = r.list(|r| {
+                    Ok(ChannelSnapshot {
+                        channel: r.string()?,
+                        subscribers: r.u32()?,
+                        members: r.list(|r| Ok((r.string()?, r.string()?)))?,
+                    })
+                })?;
+                let users = r.list(Reader::string)?;
                 Self::Snapshot {
                     app,
                     first: flags & 1 != 0,
@@ -392,27 +366,22 @@ impl Message {
                         prefix: r.string()?,
                     },
                     1 => QueryKind::Channel { name: r.string()? },
-                    2 => {
-                        let n = r.count()?;
-                        let mut names = Vec::with_capacity(n);
-                        for _ in 0..n {
-                            names.push(r.string()?);
-                        }
-                        QueryKind::Names { names }
-                    }
+                    2 => QueryKind::Names {
+                        names: r.list(Reader::string)?,
+                    },
                     other => return Err(DecodeError::Kind(other)),
                 };
                 Self::Query { id, app, kind }
             }
-            12 => {
-                let id = r.u64()?;
-                let n = r.count()?;
-                let mut channels = Vec::with_capacity(n);
-                for _ in 0..n {
-                    channels.push((r.string()?, r.u32()?));
-                }
-                Self::Reply { id, channels }
-            }
+            12 => Self::Reply {
+                id: r.u64()?,
+                channels: r.list(|r| Ok((r.string()?, r.u32()?)))?,
+            },
+            13 => Self::Count {
+                app: r.string()?,
+                channel: r.string()?,
+                count: r.u32()?,
+            },
             14 => Self::UserOnline {
                 app: r.string()?,
                 user: r.string()?,
@@ -421,17 +390,19 @@ impl Message {
                 app: r.string()?,
                 user: r.string()?,
             },
-            13 => Self::Count {
-                app: r.string()?,
-                channel: r.string()?,
-                count: r.u32()?,
-            },
             other => return Err(DecodeError::Kind(other)),
         };
         if !r.0.is_empty() {
             return Err(DecodeError::Trailing);
         }
         Ok((h, msg))
+    }
+}
+
+fn put_strs(b: &mut BytesMut, list: &[String]) {
+    b.put_u32(list.len() as u32);
+    for s in list {
+        put_str(b, s);
     }
 }
 
@@ -468,14 +439,17 @@ impl Reader<'_> {
         Ok(u64::from_be_bytes(a))
     }
 
-    /// An element count, checked against the bytes left so a forged count cannot make us
-    /// reserve gigabytes (every element takes at least 4 bytes).
-    fn count(&mut self) -> Result<usize, DecodeError> {
+    /// A counted list. The count is checked against the bytes left so a forged one cannot
+    /// make us reserve gigabytes (every element takes at least 4 bytes).
+    fn list<T>(
+        &mut self,
+        mut item: impl FnMut(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
         let n = self.u32()? as usize;
         if n > self.0.len() / 4 {
             return Err(DecodeError::Truncated);
         }
-        Ok(n)
+        (0..n).map(|_| item(self)).collect()
     }
 
     fn string(&mut self) -> Result<String, DecodeError> {
