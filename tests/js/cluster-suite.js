@@ -107,11 +107,10 @@ function clusterSuite(kind) {
       });
 
       it('terminate_connections closes the user on every node, with 4009', async () => {
-        const signedIn = (p) => new Promise((resolve) => p.connection.bind('message', (m) => { if (m.event === 'pusher:signin_success') resolve(); }));
         const u1 = on(0, { user: { id: 'doomed' } });
         const u2 = on(2, { user: { id: 'doomed' } });
         const safe = on(1, { user: { id: 'safe' } });
-        const done = [u1, u2, safe].map(signedIn);
+        const done = [u1, u2, safe].map(h.signinSuccess);
         [u1, u2, safe].forEach((p) => p.signin());
         await Promise.all(done);
         const errors = [u1, u2].map((p) => h.once(p.connection, 'error'));
@@ -122,14 +121,13 @@ function clusterSuite(kind) {
       });
 
       it('watchlists see users come online and go offline on other nodes', async () => {
-        const signedIn = (p) => new Promise((resolve) => p.connection.bind('message', (m) => { if (m.event === 'pusher:signin_success') resolve(); }));
         const watcher = on(0, { user: { id: `w-${routing}`, watchlist: [`pal-${routing}`] } });
-        let s = signedIn(watcher);
+        let s = h.signinSuccess(watcher);
         watcher.signin();
         await s;
         const online = h.once(watcher.user.watchlist, 'online');
         const pal = on(2, { user: { id: `pal-${routing}` } });
-        s = signedIn(pal);
+        s = h.signinSuccess(pal);
         pal.signin();
         await s;
         assert.deepEqual((await online).user_ids, [`pal-${routing}`]);

@@ -190,6 +190,11 @@ async function subscribed(p, name) {
   return ch;
 }
 
+/// Resolves with the data of `p`'s `pusher:signin_success` (bind before calling signin()).
+function signinSuccess(p) {
+  return new Promise((resolve) => p.connection.bind('message', (m) => { if (m.event === 'pusher:signin_success') resolve(m.data); }));
+}
+
 /// Expects nothing named `event` on `target` for `ms`.
 function never(target, event, ms = 300) {
   return new Promise((resolve, reject) => {
@@ -282,4 +287,4 @@ async function hookServer(secret = APPS.main.secret, key = APPS.main.key) {
   };
 }
 
-module.exports = { APPS, startServer, defaultConfig, client, server, connected, once, never, subscribed, raw, hookServer, sleep, freePort };
+module.exports = { APPS, startServer, defaultConfig, client, server, connected, once, never, subscribed, signinSuccess, raw, hookServer, sleep, freePort };

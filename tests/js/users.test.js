@@ -13,9 +13,7 @@ test.before(async () => {
 });
 test.after(async () => { await srv.stop(); });
 
-function signinSuccess(p) {
-  return new Promise((resolve) => p.connection.bind('message', (m) => { if (m.event === 'pusher:signin_success') resolve(m.data); }));
-}
+const { signinSuccess } = h;
 
 test('signin succeeds and sendToUser reaches every connection of that user', async () => {
   const tab1 = h.client(srv.port, { user: { id: 'u-1', user_info: { name: 'One' } } });
