@@ -413,12 +413,15 @@ impl App {
         }
     }
 
-    pub fn remote_vacated(&self, node: u32, channel: &str) {
-        if self.registry.remote_vacated(channel, node) && self.link.decides_webhooks() {
+    pub fn remote_vacated(&self, node: u32, channel: &ChannelName) {
+        let name = channel.as_str();
+        if self.registry.remote_vacated(name, node) && self.link.decides_webhooks() {
             self.emit(HookEvent::ChannelVacated {
-                channel: channel.into(),
+                channel: name.into(),
             });
         }
+        // Vacated means a count of zero there; our subscribers hear the new total.
+        self.remote_count(node, channel, 0);
     }
 
     /// Another node's subscriber count changed: local subscribers hear the new total.

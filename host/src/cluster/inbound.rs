@@ -1,14 +1,16 @@
 //! The receiving half of the cluster: decodes what other nodes sent, drops our own echoes
 //! and duplicates, applies the rest to the local apps, and tracks who is alive.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::seq::Verdict;
-use super::wire::{Header, Message};
+use super::wire::{ChannelSnapshot, Header, Message};
 use super::{local_answer, topics, Cluster};
 use crate::backplane::Delivery;
-use crate::channels::Hub;
+use crate::channels::{Hub, RemoteChannel};
 use crate::metrics::Metrics;
+use crate::protocol::ChannelName;
 
 impl Cluster {
     pub(super) fn handle(&self, hub: &Hub, d: Delivery) {
@@ -230,11 +232,10 @@ impl Cluster {
             }
             Message::Vacated { app, channel } => {
                 let Some(app) = app_of(&app) else { return };
+                let Some(channel) = channel_of(app, &channel) else {
+                    return;
+                };
                 app.remote_vacated(node, &channel);
-                if let Some(channel) = app.channel_name(&channel) {
-                    // Vacated implies a count of zero there; our subscribers hear the total.
-                    app.remote_count(node, &channel, 0);
-                }
             }
             Message::Snapshot {
                 app,
@@ -249,8 +250,7 @@ impl Cluster {
                     let key = (node, app.config.id.clone());
                     let parts = peers.partial.entry(key.clone()).or_default();
                     if first {
-                        parts.0.clear();
-                        parts.1.clear();
+                        *parts = Default::default();
                     }
                     parts.0.extend(channels);
                     parts.1.extend(users);
@@ -260,28 +260,9 @@ impl Cluster {
                     peers.wanted.remove(&node);
                     peers.partial.remove(&key).unwrap_or_default()
                 };
-                // A channel may span chunks: merge its parts.
-                let mut merged: Vec<crate::channels::RemoteChannel> = Vec::new();
-                let mut index: std::collections::HashMap<String, usize> = Default::default();
-                let (whole, users) = whole;
-                for c in whole {
-                    let Some(name) = channel_of(app, &c.channel) else {
-                        continue;
-                    };
-                    let members = c.members.into_iter().map(|(u, i)| (u, valid_json(i)));
-                    match index.get(&c.channel) {
-                        Some(&i) => merged[i].members.extend(members),
-                        None => {
-                            index.insert(c.channel, merged.len());
-                            merged.push(crate::channels::RemoteChannel {
-                                channel: name,
-                                subscribers: c.subscribers,
-                                members: members.collect(),
-                            });
-                        }
-                    }
-                }
-                app.replace_node(node, &merged, &users);
+                let (chunks, users) = whole;
+                let held = merge_chunks(chunks, |name| channel_of(app, name));
+                app.replace_node(node, &held, &users);
             }
             Message::Count {
                 app,
@@ -384,6 +365,33 @@ impl Cluster {
             app.replace_node(node, &[], &[]);
         }
     }
+}
+
+/// A snapshot's channels, with the parts of a channel that spans chunks merged into one.
+fn merge_chunks(
+    chunks: Vec<ChannelSnapshot>,
+    channel_of: impl Fn(&str) -> Option<ChannelName>,
+) -> Vec<RemoteChannel> {
+    let mut merged: Vec<RemoteChannel> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for c in chunks {
+        let Some(name) = channel_of(&c.channel) else {
+            continue;
+        };
+        let members = c.members.into_iter().map(|(u, i)| (u, valid_json(i)));
+        match index.get(&c.channel) {
+            Some(&i) => merged[i].members.extend(members),
+            None => {
+                index.insert(c.channel, merged.len());
+                merged.push(RemoteChannel {
+                    channel: name,
+                    subscribers: c.subscribers,
+                    members: members.collect(),
+                });
+            }
+        }
+    }
+    merged
 }
 
 /// `info` from another node as JSON text, or `null` when it is not JSON: it goes verbatim
