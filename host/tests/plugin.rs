@@ -279,6 +279,43 @@ async fn bytes_per_call_limit_obeyed_and_violated() {
     nothing_on(&mut r, "fixture/big").await;
 }
 
+/// `deliver-batch`: many messages in one call arrive in order; a call over the per-call byte
+/// bound is refused whole and the instance lives on.
+#[tokio::test]
+async fn batched_deliveries_keep_order_and_the_bytes_per_call_limit() {
+    let mut r = start(config("fixture")).await;
+    // 30 × (100 B + a 13 B topic) fits the fixture config's 4096-byte bound.
+    cmd(&r, "deliver-batch:30:100");
+    for i in 0u32..30 {
+        let d = next(&mut r, "fixture/batch").await;
+        assert_eq!(d.payload.len(), 100);
+        assert_eq!(d.payload[..4], i.to_le_bytes());
+    }
+    // 40 × 113 B does not.
+    cmd(&r, "deliver-batch:40:100");
+    counter_reaches(&r.metrics.adapter_errors, 1).await;
+    nothing_on(&mut r, "fixture/batch").await;
+    cmd(&r, "deliver-batch:2:10");
+    assert_eq!(next(&mut r, "fixture/batch").await.payload.len(), 10);
+}
+
+/// A batch larger than the node's delivery queue: what fits is delivered, the rest dropped and
+/// counted, and the instance keeps serving.
+#[tokio::test]
+async fn a_batched_flood_is_bounded_and_counted() {
+    let mut r = start_with(config("fixture"), 16).await;
+    cmd(&r, "deliver-batch:100:8");
+    counter_reaches(&r.metrics.deliveries_dropped, 84).await;
+    let mut got = 0;
+    while r.rx.try_recv().is_ok() {
+        got += 1;
+    }
+    assert_eq!(got, 16);
+    r.sup.subscribe("t");
+    r.sup.publish("t", Bytes::from_static(b"fine"));
+    assert_eq!(next(&mut r, "t").await.payload, "fine");
+}
+
 #[tokio::test]
 async fn a_delivery_flood_is_bounded_and_counted() {
     let mut r = start_with(config("fixture"), 16).await;

@@ -66,3 +66,70 @@ async fn the_adapter_reconnects_and_resubscribes_after_a_broker_restart() {
     );
     sup.stop();
 }
+
+#[path = "../examples/adapter_bench/bridge.rs"]
+mod bridge;
+
+/// The same adapter compiled for the host runs through the same runtime (what the adapter
+/// benchmark compares the component against): host-owned sockets, allow-list, deliveries.
+#[tokio::test]
+async fn the_adapter_compiled_natively_runs_through_the_same_runtime() {
+    let broker = Broker::start(&REDIS, free_port()).await;
+    let cfg = switchyard::config::AdapterConfig {
+        driver: "redis-native".into(),
+        allow: vec![format!("127.0.0.1:{}", broker.port)],
+        config: serde_json::json!({"port": broker.port, "prefix": "native:"}),
+        ..Default::default()
+    };
+    let runtime = switchyard::plugin::Runtime::new(None).unwrap();
+    let (tx, mut rx) = mpsc::channel(8192);
+    let (sup, metrics) =
+        runtime.start_native(bridge::factory::<redis_adapter::Redis>(), &cfg, "n1", tx);
+    until_ready(&sup).await;
+    sup.subscribe("room");
+    round_trip(&sup, &mut rx, "room").await;
+    for i in 0u32..2000 {
+        sup.publish("room", Bytes::copy_from_slice(&i.to_be_bytes()));
+    }
+    for i in 0u32..2000 {
+        let d = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&d.payload[..], &i.to_be_bytes()[..]);
+    }
+    assert!(
+        metrics
+            .deliveries
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2000
+    );
+    sup.stop();
+
+    // The allow-list binds native code too: a port it does not list is refused.
+    let cfg = switchyard::config::AdapterConfig {
+        allow: vec!["127.0.0.1:1".into()],
+        ..cfg
+    };
+    let (tx, _rx) = mpsc::channel(16);
+    let (sup, metrics) =
+        runtime.start_native(bridge::factory::<redis_adapter::Redis>(), &cfg, "n1", tx);
+    for _ in 0..200 {
+        if metrics
+            .refused_connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        metrics
+            .refused_connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    assert!(!sup.is_ready().await);
+    sup.stop();
+}

@@ -7,9 +7,11 @@ pub mod proto;
 use std::collections::BTreeSet;
 
 use serde::Deserialize;
-use switchyard_adapter_sdk::{export_adapter, host, Adapter, Error, Health, LogLevel, Message};
+use switchyard_adapter_sdk::{
+    export_adapter, host, Adapter, Error, Health, LogLevel, Message, MessageRef,
+};
 
-use proto::{Decoder, Push, Value};
+use proto::{Decoder, Item, Value};
 
 /// The adapter's config section (`[adapter.config]` in the host's TOML).
 #[derive(Debug, Clone, Deserialize)]
@@ -76,6 +78,15 @@ pub struct Redis {
 
 fn log(level: LogLevel, msg: &str) {
     host::log(level, msg);
+}
+
+/// Bytes handed to the host in one `deliver_batch`, well under its per-call bound.
+const MAX_DELIVER_BATCH: usize = 256 * 1024;
+
+fn deliver(batch: &[MessageRef<'_>]) {
+    if let Err(e) = host::deliver_batch(batch) {
+        log(LogLevel::Warn, &format!("delivery refused: {e:?}"));
+    }
 }
 
 impl Redis {
@@ -190,7 +201,8 @@ impl Adapter for Redis {
             return Err(Error::Unavailable("Redis publisher not connected".into()));
         }
         let mut out = Vec::with_capacity(payload.len() + topic.len() + 48);
-        proto::encode_publish(&mut out, &self.channel(topic), payload);
+        let prefix = self.cfg.prefix.as_bytes();
+        proto::encode_publish(&mut out, prefix, topic.as_bytes(), payload);
         self.send(self.publisher.conn, &out)
     }
 
@@ -204,8 +216,9 @@ impl Adapter for Redis {
             .map(|m| m.payload.len() + m.topic.len() + 48)
             .sum();
         let mut out = Vec::with_capacity(size);
+        let prefix = self.cfg.prefix.as_bytes();
         for m in &messages {
-            proto::encode_publish(&mut out, &self.channel(&m.topic), &m.payload);
+            proto::encode_publish(&mut out, prefix, m.topic.as_bytes(), &m.payload);
         }
         self.send(self.publisher.conn, &out)
     }
@@ -249,22 +262,44 @@ impl Adapter for Redis {
         let Some(which) = self.which(conn) else {
             return;
         };
-        let prefix = self.cfg.prefix.clone();
+        let prefix = self.cfg.prefix.as_bytes();
         let mut failed = None;
-        let link = self.link(which);
-        link.decoder.feed(&data);
-        let result = link.decoder.drain(|v| match Push::from_value(v) {
-            Push::Message { channel, payload } => {
-                let Some(topic) = channel.strip_prefix(prefix.as_bytes()) else {
-                    return;
-                };
-                let topic = String::from_utf8_lossy(topic);
-                if let Err(e) = host::deliver(&topic, &payload) {
-                    log(LogLevel::Warn, &format!("delivery refused: {e:?}"));
+        let link = match which {
+            Which::Publisher => &mut self.publisher,
+            Which::Subscriber => &mut self.subscriber,
+        };
+        // Everything this read completed goes to the host in as few calls as possible: a call
+        // across the sandbox costs more than a message.
+        let result = link.decoder.decode_batch(&data, |items| {
+            let mut batch = Vec::with_capacity(items.len());
+            let mut bytes = 0;
+            for item in &items {
+                match item {
+                    Item::Message { channel, payload } => {
+                        let Some(topic) = channel.strip_prefix(prefix) else {
+                            continue;
+                        };
+                        // Our topics are UTF-8; anything else on our prefix is not ours.
+                        let Ok(topic) = std::str::from_utf8(topic) else {
+                            continue;
+                        };
+                        if bytes + topic.len() + payload.len() > MAX_DELIVER_BATCH
+                            && !batch.is_empty()
+                        {
+                            deliver(&batch);
+                            batch.clear();
+                            bytes = 0;
+                        }
+                        bytes += topic.len() + payload.len();
+                        batch.push(MessageRef { topic, payload });
+                    }
+                    Item::Value(Value::Error(e)) => failed = Some(e.clone()),
+                    Item::Value(_) => {}
                 }
             }
-            Push::Other(Value::Error(e)) => failed = Some(e),
-            Push::Other(_) => {}
+            if !batch.is_empty() {
+                deliver(&batch);
+            }
         });
         if let Some(e) = failed {
             log(

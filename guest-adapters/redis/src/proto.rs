@@ -47,9 +47,18 @@ fn push_usize(out: &mut Vec<u8>, mut n: usize) {
     out.extend_from_slice(&buf[i..]);
 }
 
-/// `PUBLISH channel payload`.
-pub fn encode_publish(out: &mut Vec<u8>, channel: &[u8], payload: &[u8]) {
-    encode_command(out, &[b"PUBLISH", channel, payload]);
+/// `PUBLISH prefix+topic payload`, with the channel name written from its two parts.
+pub fn encode_publish(out: &mut Vec<u8>, prefix: &[u8], topic: &[u8], payload: &[u8]) {
+    out.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n$");
+    push_usize(out, prefix.len() + topic.len());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(topic);
+    out.extend_from_slice(b"\r\n$");
+    push_usize(out, payload.len());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Bounds on what the decoder accepts from the network.
@@ -66,24 +75,10 @@ pub fn parse(buf: &[u8]) -> Result<(Value, usize), ParseError> {
         b'+' => Ok((Value::Simple(text(body)?), rest_at)),
         b'-' => Ok((Value::Error(text(body)?), rest_at)),
         b':' => Ok((Value::Int(int(body)?), rest_at)),
-        b'$' => {
-            let n = int(body)?;
-            if n < 0 {
-                return Ok((Value::Bulk(None), rest_at));
-            }
-            let n = n as usize;
-            if n > MAX_BULK {
-                return Err(ParseError::Invalid("bulk string too large"));
-            }
-            let end = rest_at + n;
-            if buf.len() < end + 2 {
-                return Err(ParseError::Incomplete);
-            }
-            if &buf[end..end + 2] != b"\r\n" {
-                return Err(ParseError::Invalid("bulk string not terminated"));
-            }
-            Ok((Value::Bulk(Some(buf[rest_at..end].to_vec())), end + 2))
-        }
+        b'$' => match bulk(buf, body, rest_at)? {
+            (Some(b), used) => Ok((Value::Bulk(Some(b.to_vec())), used)),
+            (None, used) => Ok((Value::Bulk(None), used)),
+        },
         b'*' => {
             let n = int(body)?;
             if n < 0 {
@@ -106,12 +101,41 @@ pub fn parse(buf: &[u8]) -> Result<(Value, usize), ParseError> {
     }
 }
 
+/// The body of a bulk string whose `$len` line (`len`) ended at `at`, borrowed from `buf`.
+fn bulk<'a>(buf: &'a [u8], len: &[u8], at: usize) -> Result<(Option<&'a [u8]>, usize), ParseError> {
+    let n = int(len)?;
+    if n < 0 {
+        return Ok((None, at));
+    }
+    let n = n as usize;
+    if n > MAX_BULK {
+        return Err(ParseError::Invalid("bulk string too large"));
+    }
+    let end = at + n;
+    if buf.len() < end + 2 {
+        return Err(ParseError::Incomplete);
+    }
+    if &buf[end..end + 2] != b"\r\n" {
+        return Err(ParseError::Invalid("bulk string not terminated"));
+    }
+    Ok((Some(&buf[at..end]), end + 2))
+}
+
+/// The line starting at `from`, without its CRLF, and where the next one starts.
 fn line(buf: &[u8], from: usize) -> Result<(&[u8], usize), ParseError> {
-    let pos = buf[from..]
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .ok_or(ParseError::Incomplete)?;
-    Ok((&buf[from..from + pos], from + pos + 2))
+    let mut at = from;
+    loop {
+        let cr = buf[at..]
+            .iter()
+            .position(|&b| b == b'\r')
+            .ok_or(ParseError::Incomplete)?;
+        let cr = at + cr;
+        match buf.get(cr + 1) {
+            Some(b'\n') => return Ok((&buf[from..cr], cr + 2)),
+            Some(_) => at = cr + 1,
+            None => return Err(ParseError::Incomplete),
+        }
+    }
 }
 
 fn text(b: &[u8]) -> Result<String, ParseError> {
@@ -119,69 +143,140 @@ fn text(b: &[u8]) -> Result<String, ParseError> {
 }
 
 fn int(b: &[u8]) -> Result<i64, ParseError> {
-    std::str::from_utf8(b)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or(ParseError::Invalid("bad integer"))
-}
-
-/// What a subscribed connection receives that matters to the adapter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Push {
-    /// `message channel payload`.
-    Message { channel: Vec<u8>, payload: Vec<u8> },
-    /// `subscribe` / `unsubscribe` confirmations and other replies.
-    Other(Value),
-}
-
-impl Push {
-    pub fn from_value(v: Value) -> Self {
-        if let Value::Array(Some(items)) = &v {
-            if let [Value::Bulk(Some(kind)), Value::Bulk(Some(ch)), Value::Bulk(Some(p))] =
-                items.as_slice()
-            {
-                if kind == b"message" {
-                    return Self::Message {
-                        channel: ch.clone(),
-                        payload: p.clone(),
-                    };
-                }
-            }
+    let bad = ParseError::Invalid("bad integer");
+    let (neg, digits) = match b.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, b),
+    };
+    // Up to 19 digits cannot overflow a u64, so the loop needs no checked (128-bit on wasm32)
+    // multiplication; the range is checked once at the end.
+    if digits.is_empty() || digits.len() > 19 {
+        return Err(bad);
+    }
+    let mut n: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return Err(bad);
         }
-        Self::Other(v)
+        n = n * 10 + u64::from(d - b'0');
+    }
+    match (neg, i64::try_from(n)) {
+        (false, Ok(v)) => Ok(v),
+        (true, Ok(v)) => Ok(-v),
+        (true, Err(_)) if n == i64::MIN.unsigned_abs() => Ok(i64::MIN),
+        _ => Err(bad),
     }
 }
 
-/// Accumulates bytes from a connection and yields whole values.
+/// `message channel payload`, the push a subscribed connection receives, parsed without
+/// copying. `Ok(None)`: a complete value of another shape starts here.
+fn parse_message(buf: &[u8]) -> Result<Option<(Item<'_>, usize)>, ParseError> {
+    const HEAD: &[u8] = b"*3\r\n$7\r\nmessage\r\n$";
+    if buf.len() < HEAD.len() {
+        return if HEAD.starts_with(buf) {
+            Err(ParseError::Incomplete)
+        } else {
+            Ok(None)
+        };
+    }
+    if !buf.starts_with(HEAD) {
+        return Ok(None);
+    }
+    let (len, at) = line(buf, HEAD.len())?;
+    let (channel, at) = bulk(buf, len, at)?;
+    let (kind, at) = match buf.get(at) {
+        Some(&k) => (k, at + 1),
+        None => return Err(ParseError::Incomplete),
+    };
+    if kind != b'$' {
+        return Ok(None);
+    }
+    let (len, body_at) = line(buf, at)?;
+    let (payload, used) = bulk(buf, len, body_at)?;
+    match (channel, payload) {
+        (Some(channel), Some(payload)) => Ok(Some((Item::Message { channel, payload }, used))),
+        _ => Ok(None),
+    }
+}
+
+/// One decoded item: a pub/sub message, borrowed from the read buffer, or any other value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item<'a> {
+    Message {
+        channel: &'a [u8],
+        payload: &'a [u8],
+    },
+    Value(Value),
+}
+
+/// Decodes values from a connection's bytes; keeps only an incomplete tail between reads.
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: Vec<u8>,
 }
 
 impl Decoder {
-    pub fn feed(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+    /// Decodes every complete value in what was buffered plus `data`, handing them to `each`
+    /// in order.
+    pub fn decode(
+        &mut self,
+        data: &[u8],
+        mut each: impl FnMut(Item<'_>),
+    ) -> Result<(), ParseError> {
+        self.decode_batch(data, |items| items.into_iter().for_each(&mut each))
     }
 
-    /// Decodes every complete value buffered so far.
-    pub fn drain(&mut self, mut each: impl FnMut(Value)) -> Result<(), ParseError> {
-        let mut at = 0;
-        let result = loop {
-            match parse(&self.buf[at..]) {
-                Ok((v, used)) => {
-                    at += used;
-                    each(v);
-                }
-                Err(ParseError::Incomplete) => break Ok(()),
-                Err(e) => break Err(e),
-            }
-        };
-        self.buf.drain(..at);
+    /// `decode`, with every complete value of this read handed over at once. Messages are
+    /// parsed in place: with nothing buffered (the usual case) `data` is read without a copy.
+    pub fn decode_batch(
+        &mut self,
+        data: &[u8],
+        all: impl FnOnce(Vec<Item<'_>>),
+    ) -> Result<(), ParseError> {
+        if self.buf.is_empty() {
+            let (used, items, result) = decode_all(data);
+            all(items);
+            self.buf.extend_from_slice(&data[used..]);
+            return result;
+        }
+        self.buf.extend_from_slice(data);
+        let (used, items, result) = decode_all(&self.buf);
+        all(items);
+        self.buf.drain(..used);
         result
     }
 
     pub fn clear(&mut self) {
         self.buf.clear();
+    }
+}
+
+/// Decodes from the front of `buf`: the items, the bytes they used, and whether decoding
+/// stopped on an error (rather than on an incomplete value).
+fn decode_all(buf: &[u8]) -> (usize, Vec<Item<'_>>, Result<(), ParseError>) {
+    let mut items = Vec::new();
+    let mut at = 0;
+    loop {
+        let rest = &buf[at..];
+        if rest.is_empty() {
+            return (at, items, Ok(()));
+        }
+        let step = match parse_message(rest) {
+            Ok(Some((message, used))) => {
+                items.push(message);
+                Ok(used)
+            }
+            Ok(None) => parse(rest).map(|(v, used)| {
+                items.push(Item::Value(v));
+                used
+            }),
+            Err(e) => Err(e),
+        };
+        match step {
+            Ok(used) => at += used,
+            Err(ParseError::Incomplete) => return (at, items, Ok(())),
+            Err(e) => return (at, items, Err(e)),
+        }
     }
 }
 
@@ -192,30 +287,53 @@ mod tests {
     #[test]
     fn encodes_publish() {
         let mut out = Vec::new();
-        encode_publish(&mut out, b"sy:app", b"hi");
+        encode_publish(&mut out, b"sy:", b"app", b"hi");
         assert_eq!(out, b"*3\r\n$7\r\nPUBLISH\r\n$6\r\nsy:app\r\n$2\r\nhi\r\n");
+    }
+
+    /// What a decoder yields, owned, so reads split anywhere can be compared.
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        Message(Vec<u8>, Vec<u8>),
+        Value(Value),
+    }
+
+    fn owned(item: Item<'_>) -> Seen {
+        match item {
+            Item::Message { channel, payload } => Seen::Message(channel.to_vec(), payload.to_vec()),
+            Item::Value(v) => Seen::Value(v),
+        }
     }
 
     #[test]
     fn parses_pushes_split_anywhere() {
-        let wire = b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$5\r\nhello\r\n:7\r\n";
+        let wire = b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$6\r\nhel\rlo\r\n:7\r\n*3\r\n$7\r\nmessage\r\n$2\r\nbb\r\n$0\r\n\r\n";
         for split in 0..wire.len() {
             let mut d = Decoder::default();
             let mut seen = Vec::new();
-            d.feed(&wire[..split]);
-            d.drain(|v| seen.push(Push::from_value(v))).unwrap();
-            d.feed(&wire[split..]);
-            d.drain(|v| seen.push(Push::from_value(v))).unwrap();
-            assert_eq!(seen.len(), 3, "split at {split}");
-            assert_eq!(
-                seen[1],
-                Push::Message {
-                    channel: b"a".to_vec(),
-                    payload: b"hello".to_vec()
-                }
-            );
-            assert_eq!(seen[2], Push::Other(Value::Int(7)));
+            d.decode(&wire[..split], |i| seen.push(owned(i))).unwrap();
+            d.decode(&wire[split..], |i| seen.push(owned(i))).unwrap();
+            assert_eq!(seen.len(), 4, "split at {split}");
+            assert!(matches!(&seen[0], Seen::Value(Value::Array(Some(items))) if items.len() == 3));
+            assert_eq!(seen[1], Seen::Message(b"a".to_vec(), b"hel\rlo".to_vec()));
+            assert_eq!(seen[2], Seen::Value(Value::Int(7)));
+            assert_eq!(seen[3], Seen::Message(b"bb".to_vec(), Vec::new()));
+            assert!(d.buf.is_empty(), "nothing left over at split {split}");
         }
+    }
+
+    #[test]
+    fn a_message_shaped_array_of_other_types_is_a_plain_value() {
+        let mut d = Decoder::default();
+        let mut seen = Vec::new();
+        d.decode(b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n:5\r\n", |i| {
+            seen.push(owned(i))
+        })
+        .unwrap();
+        assert!(matches!(
+            seen.as_slice(),
+            [Seen::Value(Value::Array(Some(_)))]
+        ));
     }
 
     #[test]
@@ -225,6 +343,19 @@ mod tests {
             Err(ParseError::Invalid("unknown RESP type"))
         );
         assert_eq!(parse(b":abc\r\n"), Err(ParseError::Invalid("bad integer")));
+        assert_eq!(
+            parse(b":-9223372036854775808\r\n").unwrap().0,
+            Value::Int(i64::MIN)
+        );
+        assert_eq!(
+            parse(b":9223372036854775807\r\n").unwrap().0,
+            Value::Int(i64::MAX)
+        );
+        assert_eq!(
+            parse(b":9223372036854775808\r\n"),
+            Err(ParseError::Invalid("bad integer"))
+        );
+        assert_eq!(parse(b":\r\n"), Err(ParseError::Invalid("bad integer")));
         assert_eq!(
             parse(b"$999999999999\r\n"),
             Err(ParseError::Invalid("bulk string too large"))

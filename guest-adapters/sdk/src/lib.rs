@@ -11,11 +11,15 @@ pub mod wit {
         world: "backplane-adapter",
         pub_export_macro: true,
         default_bindings_module: "switchyard_adapter_sdk::wit",
+        // Imports borrow what they pass (`deliver-batch` takes `MessageParam<'a>`), so an
+        // adapter hands over slices of its read buffer instead of building owned copies.
+        ownership: Borrowing { duplicate_if_necessary: true },
     });
 }
 
 pub use wit::switchyard::adapter::types::{
-    AdapterError as Error, HealthStatus as Health, HostError, LogLevel, Message,
+    AdapterError as Error, HealthStatus as Health, HostError, LogLevel, MessageParam as MessageRef,
+    MessageResult as Message,
 };
 
 /// A host connection handle.
@@ -24,11 +28,19 @@ pub type ConnId = u32;
 pub type TimerId = u32;
 
 /// What the host gives an adapter. Nothing here blocks.
+#[cfg(target_arch = "wasm32")]
 pub mod host {
     pub use crate::wit::switchyard::adapter::host::{
-        cancel_timer, close, connect, deliver, log, node_id, now_ms, send, set_timer,
+        cancel_timer, close, connect, deliver, deliver_batch, log, node_id, now_ms, send, set_timer,
     };
 }
+
+/// Natively the same functions reach whatever [`native::Host`] is installed on the thread.
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::calls as host;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
 
 /// A backplane adapter: one broker's protocol as a sans-IO state machine.
 ///

@@ -7,6 +7,7 @@ mod generated {
     });
 }
 
+pub use generated::exports::switchyard::adapter::adapter::Guest as AdapterExports;
 pub use generated::switchyard::adapter::host::Host as HostImports;
 pub use generated::switchyard::adapter::types::{
     AdapterError, HealthStatus, Host as TypesHost, HostError, LogLevel, Message,

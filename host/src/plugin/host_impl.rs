@@ -15,7 +15,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::StoreLimits;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{HostError, HostImports, LogLevel, TypesHost};
+use super::bindings::{HostError, HostImports, LogLevel, Message, TypesHost};
 use super::instance::{IoEvent, Job};
 use super::sandbox::AllowList;
 use super::AdapterMetrics;
@@ -121,6 +121,35 @@ impl HostState {
             IoEvent::Connected(id) | IoEvent::Data(id, _) => self.sockets.contains_key(id),
             IoEvent::Closed(id, _) => self.sockets.remove(id).is_some(),
             IoEvent::Timer(id) => self.timers.remove(id).is_some(),
+        }
+    }
+
+    /// Filters one received message and queues it for the node.
+    fn deliver_one(&self, topic: String, payload: Vec<u8>) -> Result<(), HostError> {
+        if let Some(keep) = &self.shared.keep {
+            if !keep(&topic, &payload) {
+                return Ok(());
+            }
+        }
+        let m = &self.shared.metrics;
+        let d = Delivery {
+            topic,
+            payload: Bytes::from(payload),
+        };
+        match self.shared.deliveries.try_send(d) {
+            Ok(()) => {
+                m.deliveries.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                m.deliveries_dropped.fetch_add(1, Ordering::Relaxed);
+                Err(HostError::Limit("the host's delivery queue is full".into()))
+            }
+            // The node stopped listening (it is shutting down): nothing for the guest to fix.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                m.deliveries_dropped.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
         }
     }
 
@@ -339,31 +368,23 @@ impl HostImports for StoreState {
 
     fn deliver(&mut self, topic: String, payload: Vec<u8>) -> Result<(), HostError> {
         self.host.check_size(payload.len() + topic.len())?;
-        if let Some(keep) = &self.host.shared.keep {
-            if !keep(&topic, &payload) {
-                return Ok(());
+        self.host.deliver_one(topic, payload)
+    }
+
+    fn deliver_batch(&mut self, messages: Vec<Message>) -> Result<(), HostError> {
+        let total = messages
+            .iter()
+            .map(|m| m.topic.len() + m.payload.len())
+            .sum();
+        self.host.check_size(total)?;
+        let mut first_error = Ok(());
+        for m in messages {
+            let r = self.host.deliver_one(m.topic, m.payload);
+            if first_error.is_ok() {
+                first_error = r;
             }
         }
-        let m = &self.host.shared.metrics;
-        let d = Delivery {
-            topic,
-            payload: Bytes::from(payload),
-        };
-        match self.host.shared.deliveries.try_send(d) {
-            Ok(()) => {
-                m.deliveries.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                m.deliveries_dropped.fetch_add(1, Ordering::Relaxed);
-                Err(HostError::Limit("the host's delivery queue is full".into()))
-            }
-            // The node stopped listening (it is shutting down): nothing for the guest to fix.
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                m.deliveries_dropped.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-        }
+        first_error
     }
 
     fn log(&mut self, level: LogLevel, message: String) {

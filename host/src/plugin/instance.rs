@@ -11,8 +11,11 @@ use wasmtime::Store;
 
 use super::bindings::{AdapterError, BackplaneAdapterPre, HealthStatus, Message};
 use super::error::Failure;
+use super::guest::{self, Guest};
 use super::host_impl::{HostState, Shared, StoreState};
-use super::sandbox;
+use super::native::{self, NativeFactory};
+use super::{sandbox, AdapterMetrics};
+use crate::config::SandboxLimits;
 
 /// Work for an incarnation.
 pub enum Job {
@@ -58,11 +61,14 @@ pub struct Incarnation {
     pub exit: oneshot::Receiver<Exit>,
 }
 
-pub fn spawn(
-    pre: BackplaneAdapterPre<StoreState>,
-    shared: Shared,
-    config_json: String,
-) -> Incarnation {
+/// The adapter's code: a linked component, or native code (see `native`).
+#[derive(Clone)]
+pub enum Code {
+    Component(Box<BackplaneAdapterPre<StoreState>>),
+    Native(NativeFactory),
+}
+
+pub fn spawn(code: Code, shared: Shared, config_json: String) -> Incarnation {
     let (jobs_tx, jobs_rx) = mpsc::channel(shared.limits.queue);
     let (ready_tx, ready_rx) = oneshot::channel();
     let (exit_tx, exit_rx) = oneshot::channel();
@@ -71,15 +77,33 @@ pub fn spawn(
     let control = Control::default();
     let thread_control = control.clone();
     let spawned = std::thread::Builder::new().name(name).spawn(move || {
-        let exit = run(
-            pre,
-            shared,
-            config_json,
-            io_jobs,
-            jobs_rx,
-            thread_control,
-            ready_tx,
-        );
+        let limits = shared.limits.clone();
+        let metrics = shared.metrics.clone();
+        let guest: Result<Box<dyn Guest>, Failure> = match &code {
+            Code::Component(pre) => {
+                let store = new_store(pre.engine(), shared, io_jobs);
+                guest::Wasm::instantiate(pre, store).map(|g| Box::new(g) as Box<dyn Guest>)
+            }
+            Code::Native(factory) => Ok(Box::new(native::Native::new(
+                factory,
+                store_state(shared, io_jobs),
+            ))),
+        };
+        let exit = match guest {
+            Ok(g) => run(
+                g,
+                &limits,
+                &metrics,
+                &config_json,
+                jobs_rx,
+                thread_control,
+                ready_tx,
+            ),
+            Err(f) => {
+                let _ = ready_tx.send(Err(f.clone()));
+                Exit::Failed(f)
+            }
+        };
         let _ = exit_tx.send(exit);
     });
     if let Err(e) = spawned {
@@ -94,52 +118,38 @@ pub fn spawn(
     }
 }
 
-/// A store with the sandbox's limits and a WASI context that grants nothing.
+/// What a store holds: a WASI context that grants nothing, the sandbox's limits, and the
+/// host-owned resources.
+fn store_state(shared: Shared, jobs: mpsc::Sender<Job>) -> StoreState {
+    StoreState {
+        wasi: sandbox::wasi_ctx(),
+        table: ResourceTable::new(),
+        limits: sandbox::store_limits(&shared.limits),
+        host: HostState::new(shared, jobs),
+    }
+}
+
+/// A store with the sandbox's limits.
 pub(super) fn new_store(
     engine: &wasmtime::Engine,
     shared: Shared,
     jobs: mpsc::Sender<Job>,
 ) -> Store<StoreState> {
-    let limits = sandbox::store_limits(&shared.limits);
-    let mut store = Store::new(
-        engine,
-        StoreState {
-            wasi: sandbox::wasi_ctx(),
-            table: ResourceTable::new(),
-            limits,
-            host: HostState::new(shared, jobs),
-        },
-    );
+    let mut store = Store::new(engine, store_state(shared, jobs));
     store.limiter(|s| &mut s.limits);
     store
 }
 
 fn run(
-    pre: BackplaneAdapterPre<StoreState>,
-    shared: Shared,
-    config_json: String,
-    io_jobs: mpsc::Sender<Job>,
+    mut guest: Box<dyn Guest>,
+    limits: &SandboxLimits,
+    metrics: &AdapterMetrics,
+    config_json: &str,
     mut jobs: mpsc::Receiver<Job>,
     control: Control,
     ready: oneshot::Sender<Result<(), Failure>>,
 ) -> Exit {
-    let limits = shared.limits.clone();
-    let metrics = shared.metrics.clone();
-    let mut store = new_store(pre.engine(), shared, io_jobs);
-    let ticks = sandbox::deadline_ticks(&limits);
-    // Deadlines are relative to when they are set: arm before every call.
-    store.set_epoch_deadline(ticks);
-    let bindings = match pre.instantiate(&mut store) {
-        Ok(b) => b,
-        Err(e) => {
-            let f = Failure::Instantiate(e.to_string());
-            let _ = ready.send(Err(f.clone()));
-            return Exit::Failed(f);
-        }
-    };
-    let api = bindings.switchyard_adapter_adapter();
-    store.set_epoch_deadline(ticks);
-    let init = match api.call_init(&mut store, &config_json, None) {
+    let init = match guest.init(config_json) {
         Err(e) => Err(Failure::from_call(&e)),
         Ok(Err(AdapterError::InvalidConfig(m))) => Err(Failure::InvalidConfig(m)),
         Ok(Err(other)) => Err(Failure::Init(describe(&other))),
@@ -164,7 +174,6 @@ fn run(
         let Some(job) = next else {
             return Exit::Stopped;
         };
-        store.set_epoch_deadline(ticks);
         let outcome = match job {
             Job::Publish(topic, payload) => {
                 let mut batch = vec![Message {
@@ -190,34 +199,20 @@ fn run(
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 if batch.len() == 1 {
                     let m = &batch[0];
-                    api.call_publish(&mut store, &m.topic, &m.payload)
+                    guest.publish(&m.topic, &m.payload)
                 } else {
-                    api.call_publish_batch(&mut store, &batch)
+                    guest.publish_batch(batch)
                 }
             }
-            Job::Subscribe(t) => api.call_subscribe(&mut store, &t),
-            Job::Unsubscribe(t) => api.call_unsubscribe(&mut store, &t),
-            Job::Io(ev) => {
-                if !store.data_mut().host.accept_event(&ev) {
-                    continue;
-                }
-                match ev {
-                    IoEvent::Connected(c) => api.call_on_connected(&mut store, c),
-                    IoEvent::Data(c, d) => api.call_on_data(&mut store, c, &d),
-                    IoEvent::Closed(c, why) => api.call_on_closed(&mut store, c, &why),
-                    IoEvent::Timer(t) => api.call_on_timer(&mut store, t),
-                }
-                .map(Ok)
-            }
-            Job::Health(reply) => match api.call_health(&mut store) {
-                Ok(h) => {
-                    let _ = reply.send(h);
-                    Ok(Ok(()))
-                }
-                Err(e) => Err(e),
-            },
+            Job::Subscribe(t) => guest.subscribe(&t),
+            Job::Unsubscribe(t) => guest.unsubscribe(&t),
+            Job::Io(ev) => guest.on_event(ev).map(Ok),
+            Job::Health(reply) => guest.health().map(|h| {
+                let _ = reply.send(h);
+                Ok(())
+            }),
             Job::Shutdown => {
-                let _ = api.call_shutdown(&mut store);
+                guest.shutdown();
                 return Exit::Stopped;
             }
             Job::Wake => continue,

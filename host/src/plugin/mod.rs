@@ -9,9 +9,11 @@
 pub mod bench;
 mod bindings;
 pub mod error;
+mod guest;
 mod host_impl;
 mod instance;
 mod loader;
+pub mod native;
 pub mod sandbox;
 mod supervisor;
 
@@ -33,6 +35,7 @@ pub use supervisor::Supervised;
 use crate::config::AdapterConfig;
 use bindings::{BackplaneAdapter, BackplaneAdapterPre};
 use host_impl::{Shared, StoreState};
+use instance::Code;
 
 /// Counters for one adapter, exported at `/metrics`.
 #[derive(Debug, Default)]
@@ -173,20 +176,47 @@ impl Runtime {
         let path = cfg.plugins_dir.join(format!("{}.wasm", cfg.driver));
         let loaded = self.load(&path)?;
         let pre = self.link(&loaded)?;
-        let metrics = Arc::new(AdapterMetrics::default());
-        let shared = Shared {
-            name: cfg.driver.as_str().into(),
-            node_id: node_id.into(),
-            allow: sandbox::AllowList::new(&cfg.allow),
-            limits: cfg.limits.clone(),
-            rt: tokio::runtime::Handle::current(),
+        tracing::info!(adapter = %cfg.driver, path = %path.display(), cached = loaded.from_cache, version = %loaded.version, "adapter loaded");
+        Ok(supervise(
+            Code::Component(Box::new(pre)),
+            cfg,
+            node_id,
             deliveries,
             keep,
-            metrics: metrics.clone(),
-        };
-        let (sup, _task) =
-            Supervised::start(pre, shared, cfg.config.to_string(), cfg.restart.clone());
-        tracing::info!(adapter = %cfg.driver, path = %path.display(), cached = loaded.from_cache, version = %loaded.version, "adapter loaded");
-        Ok((sup, metrics))
+        ))
     }
+
+    /// `start` for an adapter compiled into the host process (see `native`): same runtime,
+    /// no sandbox around its code. `cfg.driver` only names it.
+    pub fn start_native(
+        &self,
+        factory: native::NativeFactory,
+        cfg: &AdapterConfig,
+        node_id: &str,
+        deliveries: mpsc::Sender<Delivery>,
+    ) -> (Supervised, Arc<AdapterMetrics>) {
+        supervise(Code::Native(factory), cfg, node_id, deliveries, None)
+    }
+}
+
+fn supervise(
+    code: Code,
+    cfg: &AdapterConfig,
+    node_id: &str,
+    deliveries: mpsc::Sender<Delivery>,
+    keep: Option<DeliveryFilter>,
+) -> (Supervised, Arc<AdapterMetrics>) {
+    let metrics = Arc::new(AdapterMetrics::default());
+    let shared = Shared {
+        name: cfg.driver.as_str().into(),
+        node_id: node_id.into(),
+        allow: sandbox::AllowList::new(&cfg.allow),
+        limits: cfg.limits.clone(),
+        rt: tokio::runtime::Handle::current(),
+        deliveries,
+        keep,
+        metrics: metrics.clone(),
+    };
+    let (sup, _task) = Supervised::start(code, shared, cfg.config.to_string(), cfg.restart.clone());
+    (sup, metrics)
 }

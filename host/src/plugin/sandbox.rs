@@ -19,6 +19,10 @@ pub fn engine() -> wasmtime::Result<Engine> {
     config.epoch_interruption(true);
     // On by default in 48 and 2.5-4x slower per call; we use no component-model async.
     config.concurrency_support(false);
+    // For profiling guests with `perf`: names JIT code in /tmp/perf-<pid>.map.
+    if std::env::var_os("SWITCHYARD_WASM_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let engine = Engine::new(&config)?;
     let ticker = engine.weak();
     std::thread::Builder::new()

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::bindings::{BackplaneAdapterPre, HealthStatus};
+use super::bindings::HealthStatus;
 use super::error::Failure;
-use super::host_impl::{Shared, StoreState};
-use super::instance::{self, Control, Exit, Job};
+use super::host_impl::Shared;
+use super::instance::{self, Code, Control, Exit, Job};
 use crate::backplane::{Backplane, BackplaneStatus};
 use crate::config::RestartPolicy;
 
@@ -36,7 +36,7 @@ struct Inner {
 impl Supervised {
     /// Starts supervising; returns at once. The first incarnation starts in the background.
     pub fn start(
-        pre: BackplaneAdapterPre<StoreState>,
+        code: Code,
         shared: Shared,
         config_json: String,
         policy: RestartPolicy,
@@ -48,7 +48,7 @@ impl Supervised {
             status: Mutex::new(BackplaneStatus::Starting),
             stop: Notify::new(),
         });
-        let task = tokio::spawn(supervise(inner.clone(), pre, config_json, policy));
+        let task = tokio::spawn(supervise(inner.clone(), code, config_json, policy));
         (Self { inner }, task)
     }
 
@@ -153,18 +153,13 @@ impl Backplane for Supervised {
     }
 }
 
-async fn supervise(
-    inner: Arc<Inner>,
-    pre: BackplaneAdapterPre<StoreState>,
-    config_json: String,
-    policy: RestartPolicy,
-) {
+async fn supervise(inner: Arc<Inner>, code: Code, config_json: String, policy: RestartPolicy) {
     let window = Duration::from_secs(policy.window_secs);
     let mut failures: VecDeque<Instant> = VecDeque::new();
     let mut backoff = Duration::from_millis(policy.backoff_initial_ms);
     let name = inner.shared.name.clone();
     loop {
-        let inc = instance::spawn(pre.clone(), inner.shared.clone(), config_json.clone());
+        let inc = instance::spawn(code.clone(), inner.shared.clone(), config_json.clone());
         let ready = tokio::select! {
             r = inc.ready => r.unwrap_or_else(|_| Err(Failure::Instantiate("the adapter thread ended during start".into()))),
             _ = inner.stop.notified() => {
