@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use switchyard_adapter_sdk::{export_adapter, host, Adapter, Error, Message};
+use switchyard_adapter_sdk::{export_adapter, host, Adapter, Error};
 
 /// Which topics are subscribed; the whole state, so any incarnation can rebuild it from replay.
 #[derive(Default)]
@@ -26,13 +26,6 @@ impl Adapter for Loopback {
     fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<(), Error> {
         if self.routes(topic) {
             host::deliver(topic, payload).map_err(|e| Error::Other(format!("{e:?}")))?;
-        }
-        Ok(())
-    }
-
-    fn publish_batch(&mut self, messages: Vec<Message>) -> Result<(), Error> {
-        for m in messages {
-            self.publish(&m.topic, &m.payload)?;
         }
         Ok(())
     }

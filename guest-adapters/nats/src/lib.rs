@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 use switchyard_adapter_sdk::{
-    export_adapter, host, Adapter, Error, Health, HostError, LogLevel, Message,
+    export_adapter, host, Adapter, Error, Health, HostError, LogLevel, MessageRef,
 };
 
 use proto::{Auth, Op, Parser};
@@ -455,7 +455,7 @@ impl<H: Io + Default + 'static> Adapter for Nats<H> {
 
     /// Sends the batch in as few calls as the host's size limit allows; a message that cannot
     /// go (too large, bad topic) is skipped and the rest still go.
-    fn publish_batch(&mut self, messages: Vec<Message>) -> Result<(), Error> {
+    fn publish_batch(&mut self, messages: &[MessageRef<'_>]) -> Result<(), Error> {
         self.check_ready()?;
         let size: usize = messages
             .iter()
@@ -463,8 +463,8 @@ impl<H: Io + Default + 'static> Adapter for Nats<H> {
             .sum();
         let mut out = Vec::with_capacity(size.min(SEND_CHUNK * 2));
         let mut refused = Vec::new();
-        for m in &messages {
-            let subject = match self.subject(&m.topic) {
+        for m in messages {
+            let subject = match self.subject(m.topic) {
                 Ok(s) => s,
                 Err(e) => {
                     refused.push(e);
@@ -472,10 +472,10 @@ impl<H: Io + Default + 'static> Adapter for Nats<H> {
                 }
             };
             if m.payload.len() > self.max_payload {
-                refused.push(self.too_large(&m.topic, m.payload.len()));
+                refused.push(self.too_large(m.topic, m.payload.len()));
                 continue;
             }
-            proto::encode_pub(&mut out, &subject, &m.payload);
+            proto::encode_pub(&mut out, &subject, m.payload);
             self.send_if_full(&mut out)
                 .map_err(|e| Error::Unavailable(format!("{e:?}")))?;
         }
@@ -901,14 +901,14 @@ mod tests {
         assert_eq!(wire(&mut n, c), "");
         n.publish("t", &[b'a'; 8]).unwrap();
         assert_eq!(wire(&mut n, c), "PUB switchyard.t 8\r\naaaaaaaa\r\n");
-        let batch = ["ok", "too-long!", "ok2"]
+        let batch: Vec<MessageRef<'_>> = ["ok", "too-long!", "ok2"]
             .into_iter()
-            .map(|p| Message {
-                topic: "t".into(),
-                payload: p.as_bytes().to_vec(),
+            .map(|p| MessageRef {
+                topic: "t",
+                payload: p.as_bytes(),
             })
             .collect();
-        let err = n.publish_batch(batch).unwrap_err();
+        let err = n.publish_batch(&batch).unwrap_err();
         assert!(
             matches!(err, Error::Other(ref m) if m.contains("1 of 3")),
             "{err:?}"
@@ -927,13 +927,17 @@ mod tests {
         let c = bring_up(&mut n);
         wire(&mut n, c);
         n.io.sends.clear();
-        let batch: Vec<Message> = (0u32..200)
-            .map(|i| Message {
-                topic: "t".into(),
-                payload: [i.to_be_bytes().to_vec(), vec![0; 4000]].concat(),
+        let payloads: Vec<Vec<u8>> = (0u32..200)
+            .map(|i| [i.to_be_bytes().to_vec(), vec![0; 4000]].concat())
+            .collect();
+        let batch: Vec<MessageRef<'_>> = payloads
+            .iter()
+            .map(|p| MessageRef {
+                topic: "t",
+                payload: p,
             })
             .collect();
-        n.publish_batch(batch).unwrap();
+        n.publish_batch(&batch).unwrap();
         assert!(n.io.sends.len() > 1, "{:?}", n.io.sends);
         assert!(n.io.sends.iter().all(|&s| s < SEND_CHUNK + 5000));
         // The PUB frames, back to back and in order.

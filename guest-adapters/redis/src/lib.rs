@@ -7,9 +7,7 @@ pub mod proto;
 use std::collections::BTreeSet;
 
 use serde::Deserialize;
-use switchyard_adapter_sdk::{
-    export_adapter, host, Adapter, Error, Health, LogLevel, Message, MessageRef,
-};
+use switchyard_adapter_sdk::{export_adapter, host, Adapter, Error, Health, LogLevel, MessageRef};
 
 use proto::{Decoder, Item, Value};
 
@@ -207,7 +205,7 @@ impl Adapter for Redis {
     }
 
     /// Pipelines the whole batch in one send.
-    fn publish_batch(&mut self, messages: Vec<Message>) -> Result<(), Error> {
+    fn publish_batch(&mut self, messages: &[MessageRef<'_>]) -> Result<(), Error> {
         if !self.publisher.up {
             return Err(Error::Unavailable("Redis publisher not connected".into()));
         }
@@ -217,8 +215,8 @@ impl Adapter for Redis {
             .sum();
         let mut out = Vec::with_capacity(size);
         let prefix = self.cfg.prefix.as_bytes();
-        for m in &messages {
-            proto::encode_publish(&mut out, prefix, m.topic.as_bytes(), &m.payload);
+        for m in messages {
+            proto::encode_publish(&mut out, prefix, m.topic.as_bytes(), m.payload);
         }
         self.send(self.publisher.conn, &out)
     }

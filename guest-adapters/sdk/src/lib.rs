@@ -11,16 +11,15 @@ pub mod wit {
         world: "backplane-adapter",
         pub_export_macro: true,
         default_bindings_module: "switchyard_adapter_sdk::wit",
-        // Imports borrow what they pass (`deliver-batch` takes `MessageParam<'a>`), so an
-        // adapter hands over slices of its read buffer instead of building owned copies.
-        ownership: Borrowing { duplicate_if_necessary: true },
     });
 }
 
+pub use packed::MessageRef;
 pub use wit::switchyard::adapter::types::{
-    AdapterError as Error, HealthStatus as Health, HostError, LogLevel, MessageParam as MessageRef,
-    MessageResult as Message,
+    AdapterError as Error, HealthStatus as Health, HostError, LogLevel,
 };
+
+pub mod packed;
 
 /// A host connection handle.
 pub type ConnId = u32;
@@ -31,8 +30,14 @@ pub type TimerId = u32;
 #[cfg(target_arch = "wasm32")]
 pub mod host {
     pub use crate::wit::switchyard::adapter::host::{
-        cancel_timer, close, connect, deliver, deliver_batch, log, node_id, now_ms, send, set_timer,
+        cancel_timer, close, connect, deliver, log, node_id, now_ms, send, set_timer,
     };
+    use crate::{HostError, MessageRef};
+
+    /// `deliver` for many messages in one call across the sandbox (see `deliver-batch`).
+    pub fn deliver_batch(messages: &[MessageRef<'_>]) -> Result<(), HostError> {
+        crate::wit::switchyard::adapter::host::deliver_batch(&crate::packed::pack(messages))
+    }
 }
 
 /// Natively the same functions reach whatever [`native::Host`] is installed on the thread.
@@ -50,10 +55,11 @@ pub trait Adapter: Sized + 'static {
     /// Builds the adapter from its JSON config, or from a predecessor's snapshot (hot swap).
     fn init(config: &str, snapshot: Option<Vec<u8>>) -> Result<Self, Error>;
     fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<(), Error>;
-    /// Defaults to one `publish` per message; override to pipeline.
-    fn publish_batch(&mut self, messages: Vec<Message>) -> Result<(), Error> {
+    /// Defaults to one `publish` per message; override to pipeline. The messages borrow the
+    /// host's batch buffer.
+    fn publish_batch(&mut self, messages: &[MessageRef<'_>]) -> Result<(), Error> {
         for m in messages {
-            self.publish(&m.topic, &m.payload)?;
+            self.publish(m.topic, m.payload)?;
         }
         Ok(())
     }
@@ -122,8 +128,11 @@ macro_rules! export_adapter {
                     $crate::__private::with::<$t, _>(|a| a.publish(&topic, &payload))
                         .unwrap_or_else(|| Err($crate::__private::not_ready()))
                 }
-                fn publish_batch(messages: Vec<$crate::Message>) -> Result<(), $crate::Error> {
-                    $crate::__private::with::<$t, _>(|a| a.publish_batch(messages))
+                fn publish_batch(messages: Vec<u8>) -> Result<(), $crate::Error> {
+                    let Some(messages) = $crate::packed::unpack(&messages) else {
+                        return Err($crate::Error::Other("malformed publish batch".into()));
+                    };
+                    $crate::__private::with::<$t, _>(|a| a.publish_batch(&messages))
                         .unwrap_or_else(|| Err($crate::__private::not_ready()))
                 }
                 fn subscribe(topic: String) -> Result<(), $crate::Error> {

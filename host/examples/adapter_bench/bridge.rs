@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use switchyard::plugin::native::{
-    AdapterError, HealthStatus, HostError, LogLevel, Message, NativeAdapter, NativeFactory,
+    AdapterError, HealthStatus, HostError, LogLevel, MessageRef, NativeAdapter, NativeFactory,
     NativeHost,
 };
 use switchyard_adapter_sdk as sdk;
@@ -41,15 +41,15 @@ impl<A: sdk::Adapter> NativeAdapter for Bridge<A> {
     fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<(), AdapterError> {
         self.with(|a| a.publish(topic, payload))
     }
-    fn publish_batch(&mut self, messages: Vec<Message>) -> Result<(), AdapterError> {
-        let messages = messages
-            .into_iter()
-            .map(|m| sdk::Message {
+    fn publish_batch(&mut self, messages: &[MessageRef<'_>]) -> Result<(), AdapterError> {
+        let messages: Vec<sdk::MessageRef<'_>> = messages
+            .iter()
+            .map(|m| sdk::MessageRef {
                 topic: m.topic,
                 payload: m.payload,
             })
             .collect();
-        self.with(|a| a.publish_batch(messages))
+        self.with(|a| a.publish_batch(&messages))
     }
     fn subscribe(&mut self, topic: &str) -> Result<(), AdapterError> {
         self.with(|a| a.subscribe(topic))
@@ -130,15 +130,14 @@ impl sdk::native::Host for Link {
         self.0.deliver(topic, payload).map_err(sdk_host_error)
     }
     fn deliver_batch(&mut self, messages: &[sdk::MessageRef<'_>]) -> Result<(), sdk::HostError> {
-        // Owned copies, as lifting them out of a component's memory makes.
-        let messages = messages
+        let messages: Vec<MessageRef<'_>> = messages
             .iter()
-            .map(|m| Message {
-                topic: m.topic.to_owned(),
-                payload: m.payload.to_vec(),
+            .map(|m| MessageRef {
+                topic: m.topic,
+                payload: m.payload,
             })
             .collect();
-        self.0.deliver_batch(messages).map_err(sdk_host_error)
+        self.0.deliver_batch(&messages).map_err(sdk_host_error)
     }
     fn log(&mut self, level: sdk::LogLevel, message: &str) {
         let level = match level {

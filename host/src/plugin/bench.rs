@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::bindings::Message;
 use super::host_impl::Shared;
 use super::{sandbox, AdapterMetrics, Runtime};
 use crate::config::SandboxLimits;
@@ -83,12 +82,10 @@ pub fn call_costs(runtime: &Runtime, path: &Path, iterations: u32) -> wasmtime::
         },
         iterations,
     )?;
-    let batch: Vec<Message> = (0..256)
-        .map(|_| Message {
-            topic: "bench".into(),
-            payload: small.clone(),
-        })
-        .collect();
+    let mut batch = Vec::new();
+    for _ in 0..256 {
+        super::packed::push(&mut batch, "bench", &small);
+    }
     let per_batch = time(
         &mut || {
             store.set_epoch_deadline(ticks);

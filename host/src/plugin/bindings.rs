@@ -10,7 +10,7 @@ mod generated {
 pub use generated::exports::switchyard::adapter::adapter::Guest as AdapterExports;
 pub use generated::switchyard::adapter::host::Host as HostImports;
 pub use generated::switchyard::adapter::types::{
-    AdapterError, HealthStatus, Host as TypesHost, HostError, LogLevel, Message,
+    AdapterError, HealthStatus, Host as TypesHost, HostError, LogLevel,
 };
 pub use generated::{BackplaneAdapter, BackplaneAdapterPre};
 

@@ -3,12 +3,15 @@
 
 use wasmtime::Store;
 
+use bytes::Bytes;
+
 use super::bindings::{
-    AdapterError, AdapterExports, BackplaneAdapter, BackplaneAdapterPre, HealthStatus, Message,
+    AdapterError, AdapterExports, BackplaneAdapter, BackplaneAdapterPre, HealthStatus,
 };
 use super::error::Failure;
 use super::host_impl::StoreState;
 use super::instance::IoEvent;
+use super::packed;
 use super::sandbox;
 
 /// A guest call's outcome: `Err` ends the incarnation (a trap, a missed deadline, a panic),
@@ -19,7 +22,7 @@ pub type Call = wasmtime::Result<Result<(), AdapterError>>;
 pub trait Guest {
     fn init(&mut self, config: &str) -> Call;
     fn publish(&mut self, topic: &str, payload: &[u8]) -> Call;
-    fn publish_batch(&mut self, batch: Vec<Message>) -> Call;
+    fn publish_batch(&mut self, batch: Vec<(String, Bytes)>) -> Call;
     fn subscribe(&mut self, topic: &str) -> Call;
     fn unsubscribe(&mut self, topic: &str) -> Call;
     /// Hands an I/O result to the matching callback, unless its socket or timer is gone.
@@ -34,6 +37,8 @@ pub struct Wasm {
     store: Store<StoreState>,
     bindings: BackplaneAdapter,
     ticks: u64,
+    /// Scratch for `publish-batch`.
+    packed: Vec<u8>,
 }
 
 impl Wasm {
@@ -50,6 +55,7 @@ impl Wasm {
             store,
             bindings,
             ticks,
+            packed: Vec::new(),
         })
     }
 
@@ -69,9 +75,17 @@ impl Guest for Wasm {
         let (store, api) = self.arm();
         api.call_publish(store, topic, payload)
     }
-    fn publish_batch(&mut self, batch: Vec<Message>) -> Call {
+    fn publish_batch(&mut self, batch: Vec<(String, Bytes)>) -> Call {
+        // One buffer, reused: it crosses into the guest's memory in one copy.
+        let mut packed = std::mem::take(&mut self.packed);
+        packed.clear();
+        for (topic, payload) in &batch {
+            packed::push(&mut packed, topic, payload);
+        }
         let (store, api) = self.arm();
-        api.call_publish_batch(store, &batch)
+        let result = api.call_publish_batch(store, &packed);
+        self.packed = packed;
+        result
     }
     fn subscribe(&mut self, topic: &str) -> Call {
         let (store, api) = self.arm();

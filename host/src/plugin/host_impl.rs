@@ -15,8 +15,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime::StoreLimits;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{HostError, HostImports, LogLevel, Message, TypesHost};
+use super::bindings::{HostError, HostImports, LogLevel, TypesHost};
 use super::instance::{IoEvent, Job};
+use super::packed;
 use super::sandbox::AllowList;
 use super::AdapterMetrics;
 use crate::config::SandboxLimits;
@@ -125,16 +126,16 @@ impl HostState {
     }
 
     /// Filters one received message and queues it for the node.
-    fn deliver_one(&self, topic: String, payload: Vec<u8>) -> Result<(), HostError> {
+    fn deliver_one(&self, topic: &str, payload: Bytes) -> Result<(), HostError> {
         if let Some(keep) = &self.shared.keep {
-            if !keep(&topic, &payload) {
+            if !keep(topic, &payload) {
                 return Ok(());
             }
         }
         let m = &self.shared.metrics;
         let d = Delivery {
-            topic,
-            payload: Bytes::from(payload),
+            topic: topic.to_owned(),
+            payload,
         };
         match self.shared.deliveries.try_send(d) {
             Ok(()) => {
@@ -368,18 +369,19 @@ impl HostImports for StoreState {
 
     fn deliver(&mut self, topic: String, payload: Vec<u8>) -> Result<(), HostError> {
         self.host.check_size(payload.len() + topic.len())?;
-        self.host.deliver_one(topic, payload)
+        self.host.deliver_one(&topic, Bytes::from(payload))
     }
 
-    fn deliver_batch(&mut self, messages: Vec<Message>) -> Result<(), HostError> {
-        let total = messages
-            .iter()
-            .map(|m| m.topic.len() + m.payload.len())
-            .sum();
-        self.host.check_size(total)?;
+    fn deliver_batch(&mut self, messages: Vec<u8>) -> Result<(), HostError> {
+        self.host.check_size(messages.len())?;
+        let buf = Bytes::from(messages);
+        let Some(batch) = packed::unpack(&buf) else {
+            return Err(HostError::Limit("malformed deliver-batch buffer".into()));
+        };
+        // Payloads stay slices of the one buffer that crossed the sandbox.
         let mut first_error = Ok(());
-        for m in messages {
-            let r = self.host.deliver_one(m.topic, m.payload);
+        for m in batch {
+            let r = self.host.deliver_one(m.topic, buf.slice_ref(m.payload));
             if first_error.is_ok() {
                 first_error = r;
             }

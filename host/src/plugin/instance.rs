@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use wasmtime::component::ResourceTable;
 use wasmtime::Store;
 
-use super::bindings::{AdapterError, BackplaneAdapterPre, HealthStatus, Message};
+use super::bindings::{AdapterError, BackplaneAdapterPre, HealthStatus};
 use super::error::Failure;
 use super::guest::{self, Guest};
 use super::host_impl::{HostState, Shared, StoreState};
@@ -176,17 +176,11 @@ fn run(
         };
         let outcome = match job {
             Job::Publish(topic, payload) => {
-                let mut batch = vec![Message {
-                    topic,
-                    payload: payload.to_vec(),
-                }];
+                let mut batch = vec![(topic, payload)];
                 // Publishes that queued up go to the guest in one call.
                 while batch.len() < limits.max_batch {
                     match jobs.try_recv() {
-                        Ok(Job::Publish(t, p)) => batch.push(Message {
-                            topic: t,
-                            payload: p.to_vec(),
-                        }),
+                        Ok(Job::Publish(t, p)) => batch.push((t, p)),
                         Ok(other) => {
                             held = Some(other);
                             break;
@@ -198,8 +192,8 @@ fn run(
                     .publishes
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 if batch.len() == 1 {
-                    let m = &batch[0];
-                    guest.publish(&m.topic, &m.payload)
+                    let (topic, payload) = &batch[0];
+                    guest.publish(topic, payload)
                 } else {
                     guest.publish_batch(batch)
                 }

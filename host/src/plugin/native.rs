@@ -11,17 +11,20 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::bindings::HostImports;
-pub use super::bindings::{AdapterError, HealthStatus, HostError, LogLevel, Message};
+pub use super::bindings::{AdapterError, HealthStatus, HostError, LogLevel};
 use super::guest::{Call, Guest};
 use super::host_impl::StoreState;
 use super::instance::IoEvent;
+pub use super::packed::MessageRef;
 
 /// The adapter exports, natively. Same meaning as in `wit/adapter@0.1.0/adapter.wit`.
 pub trait NativeAdapter {
     fn init(&mut self, config: &str, snapshot: Option<Vec<u8>>) -> Result<(), AdapterError>;
     fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<(), AdapterError>;
-    fn publish_batch(&mut self, messages: Vec<Message>) -> Result<(), AdapterError>;
+    fn publish_batch(&mut self, messages: &[MessageRef<'_>]) -> Result<(), AdapterError>;
     fn subscribe(&mut self, topic: &str) -> Result<(), AdapterError>;
     fn unsubscribe(&mut self, topic: &str) -> Result<(), AdapterError>;
     fn on_connected(&mut self, conn: u32);
@@ -62,8 +65,13 @@ impl NativeHost {
     pub fn deliver(&self, topic: &str, payload: &[u8]) -> Result<(), HostError> {
         self.with(|s| s.deliver(topic.to_owned(), payload.to_vec()))
     }
-    pub fn deliver_batch(&self, messages: Vec<Message>) -> Result<(), HostError> {
-        self.with(|s| s.deliver_batch(messages))
+    /// Packed and unpacked as a component's batch is, minus the copy across the sandbox.
+    pub fn deliver_batch(&self, messages: &[MessageRef<'_>]) -> Result<(), HostError> {
+        let mut buf = Vec::new();
+        for m in messages {
+            super::packed::push(&mut buf, m.topic, m.payload);
+        }
+        self.with(|s| s.deliver_batch(buf))
     }
     pub fn log(&self, level: LogLevel, message: &str) {
         self.with(|s| s.log(level, message.to_owned()))
@@ -102,8 +110,13 @@ impl Guest for Native {
     fn publish(&mut self, topic: &str, payload: &[u8]) -> Call {
         self.call(|a| a.publish(topic, payload))
     }
-    fn publish_batch(&mut self, batch: Vec<Message>) -> Call {
-        self.call(|a| a.publish_batch(batch))
+    fn publish_batch(&mut self, batch: Vec<(String, Bytes)>) -> Call {
+        // Borrowed straight from the queue; a component gets a copy in its memory instead.
+        let batch: Vec<MessageRef<'_>> = batch
+            .iter()
+            .map(|(topic, payload)| MessageRef { topic, payload })
+            .collect();
+        self.call(|a| a.publish_batch(&batch))
     }
     fn subscribe(&mut self, topic: &str) -> Call {
         self.call(|a| a.subscribe(topic))

@@ -1,0 +1,91 @@
+//! `packed-messages`, the buffer the batch calls carry: per message its topic's length (u32
+//! LE), the topic, its payload's length (u32 LE) and the payload, back to back.
+
+/// A message borrowed from wherever it lives: a read buffer, a batch from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRef<'a> {
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+}
+
+/// Appends one message.
+pub fn push(out: &mut Vec<u8>, topic: &str, payload: &[u8]) {
+    out.extend_from_slice(&(topic.len() as u32).to_le_bytes());
+    out.extend_from_slice(topic.as_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Packs `messages` into one buffer.
+pub fn pack(messages: &[MessageRef<'_>]) -> Vec<u8> {
+    let size = messages
+        .iter()
+        .map(|m| 8 + m.topic.len() + m.payload.len())
+        .sum();
+    let mut out = Vec::with_capacity(size);
+    for m in messages {
+        push(&mut out, m.topic, m.payload);
+    }
+    out
+}
+
+/// Reads every message of a buffer, or `None` when it is malformed anywhere.
+pub fn unpack(buf: &[u8]) -> Option<Vec<MessageRef<'_>>> {
+    let mut out = Vec::new();
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let (topic, after) = field(rest)?;
+        let (payload, after) = field(after)?;
+        out.push(MessageRef {
+            topic: std::str::from_utf8(topic).ok()?,
+            payload,
+        });
+        rest = after;
+    }
+    Some(out)
+}
+
+fn field(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = buf.split_first_chunk::<4>()?;
+    let len = u32::from_le_bytes(*len) as usize;
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_malformed_buffers() {
+        let msgs = [
+            MessageRef {
+                topic: "a",
+                payload: b"one",
+            },
+            MessageRef {
+                topic: "",
+                payload: b"",
+            },
+            MessageRef {
+                topic: "ch:é",
+                payload: &[0, 1, 2],
+            },
+        ];
+        let buf = pack(&msgs);
+        assert_eq!(unpack(&buf).unwrap(), msgs);
+        assert_eq!(unpack(&[]).unwrap(), []);
+        // A cut between messages leaves a valid, shorter buffer; anywhere else it is malformed.
+        for cut in 1..buf.len() {
+            assert_eq!(
+                unpack(&buf[..cut]).is_some(),
+                cut == 12 || cut == 20,
+                "cut at {cut}"
+            );
+        }
+        let mut bad_utf8 = Vec::new();
+        push(&mut bad_utf8, "x", b"");
+        bad_utf8[4] = 0xff;
+        assert!(unpack(&bad_utf8).is_none());
+        assert!(unpack(&[9, 0, 0, 0, b'a']).is_none());
+    }
+}
