@@ -33,9 +33,19 @@ pub fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
     }
 }
 
-fn push_usize(out: &mut Vec<u8>, mut n: usize) {
+fn push_usize(out: &mut Vec<u8>, n: usize) {
+    // Lengths are mostly short: one or two divisions, not one per digit of a 20-digit buffer.
+    if n < 10 {
+        out.push(b'0' + n as u8);
+        return;
+    }
+    if n < 100 {
+        out.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]);
+        return;
+    }
     let mut buf = [0u8; 20];
     let mut i = buf.len();
+    let mut n = n;
     loop {
         i -= 1;
         buf[i] = b'0' + (n % 10) as u8;
@@ -115,7 +125,7 @@ fn bulk<'a>(buf: &'a [u8], len: &[u8], at: usize) -> Result<(Option<&'a [u8]>, u
     if buf.len() < end + 2 {
         return Err(ParseError::Incomplete);
     }
-    if &buf[end..end + 2] != b"\r\n" {
+    if buf[end] != b'\r' || buf[end + 1] != b'\n' {
         return Err(ParseError::Invalid("bulk string not terminated"));
     }
     Ok((Some(&buf[at..end]), end + 2))
@@ -289,6 +299,11 @@ mod tests {
         let mut out = Vec::new();
         encode_publish(&mut out, b"sy:", b"app", b"hi");
         assert_eq!(out, b"*3\r\n$7\r\nPUBLISH\r\n$6\r\nsy:app\r\n$2\r\nhi\r\n");
+        for n in [0, 9, 10, 99, 100, 12345, usize::MAX] {
+            let mut out = Vec::new();
+            push_usize(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
     }
 
     /// What a decoder yields, owned, so reads split anywhere can be compared.

@@ -1,4 +1,4 @@
-//! Run with `cargo run --release -p switchyard --example adapter_bench -- [MESSAGES] [ROUNDS]`
+//! Run with `cargo run --release -p switchyard --example adapter_bench -- [MESSAGES] [ROUNDS] [BYTES]`
 //! (after `scripts/build-guests`)
 //!
 //! What the adapter boundary costs:
@@ -259,7 +259,11 @@ fn main() -> anyhow::Result<()> {
         .and_then(|a| a.parse().ok())
         .unwrap_or(5)
         .max(1);
-    let payload = vec![b'x'; 100];
+    let size: usize = std::env::args()
+        .nth(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100);
+    let payload = vec![b'x'; size.max(6)];
 
     let cache = std::env::temp_dir().join("switchyard-adapter-bench-cache");
     let runtime = Runtime::new(Some(cache)).map_err(|e| anyhow::anyhow!("{e}"))?;
