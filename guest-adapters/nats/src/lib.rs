@@ -89,7 +89,7 @@ pub trait Io {
     fn close(&mut self, conn: u32);
     fn set_timer(&mut self, after_ms: u64) -> Result<u32, HostError>;
     fn cancel_timer(&mut self, timer: u32);
-    fn deliver(&mut self, topic: &str, payload: &[u8]) -> Result<(), HostError>;
+    fn deliver_batch(&mut self, messages: &[MessageRef<'_>]) -> Result<(), HostError>;
     fn log(&mut self, level: LogLevel, message: &str);
     fn node_id(&mut self) -> String;
 }
@@ -114,8 +114,8 @@ impl Io for SdkIo {
     fn cancel_timer(&mut self, timer: u32) {
         host::cancel_timer(timer);
     }
-    fn deliver(&mut self, topic: &str, payload: &[u8]) -> Result<(), HostError> {
-        host::deliver(topic, payload)
+    fn deliver_batch(&mut self, messages: &[MessageRef<'_>]) -> Result<(), HostError> {
+        host::deliver_batch(messages)
     }
     fn log(&mut self, level: LogLevel, message: &str) {
         host::log(level, message);
@@ -171,7 +171,14 @@ pub struct Nats<H: Io = SdkIo> {
     been_ready: bool,
     /// Why the last connection ended or failed, for `health`.
     last_failure: Option<String>,
+    /// Messages decoded from the current read, handed to the host in one call at its end.
+    inbox: Vec<(String, Vec<u8>)>,
+    inbox_bytes: usize,
 }
+
+/// Bytes of received messages handed to the host per `deliver_batch` at most, well under its
+/// per-call bound.
+const DELIVER_CHUNK: usize = 256 << 10;
 
 impl<H: Io> Nats<H> {
     /// Builds the adapter and opens the connection.
@@ -195,6 +202,8 @@ impl<H: Io> Nats<H> {
             deadline_timer: None,
             been_ready: false,
             last_failure: None,
+            inbox: Vec::new(),
+            inbox_bytes: 0,
         };
         match n.connect() {
             Ok(()) => Ok(n),
@@ -369,6 +378,25 @@ impl<H: Io> Nats<H> {
         self.log(LogLevel::Info, &msg);
     }
 
+    /// Hands what the current read decoded to the host, in one call across the sandbox.
+    fn flush_inbox(&mut self) {
+        if self.inbox.is_empty() {
+            return;
+        }
+        let batch: Vec<MessageRef<'_>> = self
+            .inbox
+            .iter()
+            .map(|(topic, payload)| MessageRef { topic, payload })
+            .collect();
+        let result = self.io.deliver_batch(&batch);
+        self.inbox.clear();
+        self.inbox_bytes = 0;
+        if let Err(e) = result {
+            self.io
+                .log(LogLevel::Warn, &format!("delivery refused: {e:?}"));
+        }
+    }
+
     fn handle(&mut self, op: Op) {
         match op {
             Op::Msg(m) => {
@@ -385,9 +413,10 @@ impl<H: Io> Nats<H> {
                     self.io.log(LogLevel::Warn, &msg);
                     return;
                 }
-                if let Err(e) = self.io.deliver(topic, &m.payload) {
-                    self.io
-                        .log(LogLevel::Warn, &format!("delivery refused: {e:?}"));
+                self.inbox_bytes += topic.len() + m.payload.len();
+                self.inbox.push((topic.clone(), m.payload));
+                if self.inbox_bytes >= DELIVER_CHUNK {
+                    self.flush_inbox();
                 }
             }
             Op::Ping => {
@@ -546,9 +575,14 @@ impl<H: Io + Default + 'static> Adapter for Nats<H> {
             match self.parser.next_op() {
                 Ok(Some(op)) => self.handle(op),
                 Ok(None) => break,
-                Err(e) => self.lost(format!("protocol error: {e}")),
+                Err(e) => {
+                    // Messages decoded before the bad bytes were received whole: deliver them.
+                    self.flush_inbox();
+                    self.lost(format!("protocol error: {e}"));
+                }
             }
         }
+        self.flush_inbox();
     }
 
     fn on_closed(&mut self, conn: u32, reason: String) {
@@ -632,6 +666,7 @@ mod tests {
         /// Live timers and their delay.
         timers: BTreeMap<u32, u64>,
         delivered: Vec<(String, Vec<u8>)>,
+        deliver_calls: usize,
         logs: Vec<String>,
     }
 
@@ -663,8 +698,13 @@ mod tests {
         fn cancel_timer(&mut self, timer: u32) {
             self.timers.remove(&timer);
         }
-        fn deliver(&mut self, topic: &str, payload: &[u8]) -> Result<(), HostError> {
-            self.delivered.push((topic.to_owned(), payload.to_vec()));
+        fn deliver_batch(&mut self, messages: &[MessageRef<'_>]) -> Result<(), HostError> {
+            self.deliver_calls += 1;
+            self.delivered.extend(
+                messages
+                    .iter()
+                    .map(|m| (m.topic.to_owned(), m.payload.to_vec())),
+            );
             Ok(())
         }
         fn log(&mut self, _level: LogLevel, message: &str) {
@@ -786,6 +826,27 @@ mod tests {
             vec![(topic.to_string(), b"\x00\r\n\xff".to_vec())]
         );
         assert!(n.io.logs.iter().any(|l| l.contains("does not match")));
+    }
+
+    /// Everything one read completes goes to the host in one call, in order.
+    #[test]
+    fn one_read_is_one_delivery_call() {
+        let mut n = adapter("{}");
+        let c = bring_up(&mut n);
+        n.subscribe("a").unwrap();
+        wire(&mut n, c);
+        let mut read = Vec::new();
+        for i in 0..50 {
+            read.extend_from_slice(format!("MSG switchyard.a 1 2\r\n{i:02}\r\n").as_bytes());
+        }
+        read.extend_from_slice(b"MSG switchyard.a 1 2\r\nx"); // completed by the next read
+        feed(&mut n, c, &read);
+        assert_eq!(n.io.deliver_calls, 1);
+        assert_eq!(n.io.delivered.len(), 50);
+        assert_eq!(n.io.delivered[49].1, b"49");
+        feed(&mut n, c, b"y\r\n");
+        assert_eq!(n.io.deliver_calls, 2);
+        assert_eq!(n.io.delivered[50].1, b"xy");
     }
 
     #[test]
