@@ -137,7 +137,11 @@ impl Conn {
     /// The fast path, entered with `direct` set: one non-blocking write; a remainder (socket
     /// full) goes to the front of the outbox for the task.
     fn write_direct(&self, stream: &TcpStream, frame: &Bytes) -> Sent {
-        let rest = match stream.try_write(frame) {
+        // A plain non-blocking send(2) on the socket: tokio's `try_write` would first read the
+        // socket's readiness from its registration (another cache line per delivery) only to
+        // learn what the syscall reports anyway. Readiness stays tokio's to track: the task's
+        // own writes clear it on WouldBlock. SIGPIPE is ignored by the Rust runtime.
+        let rest = match socket2::SockRef::from(stream).send(frame) {
             Ok(n) if n == frame.len() => None,
             Ok(n) => Some(frame.slice(n..)),
             // WouldBlock, or a broken socket the task will discover: hand the frame over.
