@@ -176,8 +176,8 @@ pub struct Nats<H: Io = SdkIo> {
     inbox_bytes: usize,
 }
 
-/// Bytes of received messages handed to the host per `deliver_batch` at most, well under its
-/// per-call bound.
+/// Bytes of received messages (packed) handed to the host per `deliver_batch`, unless one
+/// message alone is larger.
 const DELIVER_CHUNK: usize = 256 << 10;
 
 impl<H: Io> Nats<H> {
@@ -413,11 +413,15 @@ impl<H: Io> Nats<H> {
                     self.io.log(LogLevel::Warn, &msg);
                     return;
                 }
-                self.inbox_bytes += topic.len() + m.payload.len();
-                self.inbox.push((topic.clone(), m.payload));
-                if self.inbox_bytes >= DELIVER_CHUNK {
+                // Chunks keep each host call's buffer moderate; the host bounds each message,
+                // not the batch, so chunking is about size, never about loss.
+                let size = 8 + topic.len() + m.payload.len();
+                let topic = topic.clone();
+                if self.inbox_bytes + size > DELIVER_CHUNK {
                     self.flush_inbox();
                 }
+                self.inbox_bytes += size;
+                self.inbox.push((topic, m.payload));
             }
             Op::Ping => {
                 // A failed send means the connection is going; `on_closed` follows.
@@ -847,6 +851,29 @@ mod tests {
         feed(&mut n, c, b"y\r\n");
         assert_eq!(n.io.deliver_calls, 2);
         assert_eq!(n.io.delivered[50].1, b"xy");
+    }
+
+    /// A large message after small ones goes in a call of its own: no batch grows past the
+    /// chunk size because of it, and nothing is held back.
+    #[test]
+    fn a_large_message_starts_a_new_delivery_call() {
+        let mut n = adapter("{}");
+        let c = bring_up(&mut n);
+        n.subscribe("a").unwrap();
+        wire(&mut n, c);
+        let mut read = Vec::new();
+        for _ in 0..100 {
+            read.extend_from_slice(b"MSG switchyard.a 1 2\r\nok\r\n");
+        }
+        let big = DELIVER_CHUNK;
+        read.extend_from_slice(format!("MSG switchyard.a 1 {big}\r\n").as_bytes());
+        read.extend(std::iter::repeat_n(b'x', big));
+        read.extend_from_slice(b"\r\nMSG switchyard.a 1 4\r\nlast\r\n");
+        feed(&mut n, c, &read);
+        assert_eq!(n.io.delivered.len(), 102);
+        assert_eq!(n.io.delivered[100].1.len(), big);
+        assert_eq!(n.io.delivered[101].1, b"last");
+        assert_eq!(n.io.deliver_calls, 3, "small ones, the large one, the last");
     }
 
     #[test]

@@ -78,7 +78,7 @@ fn log(level: LogLevel, msg: &str) {
     host::log(level, msg);
 }
 
-/// Bytes handed to the host in one `deliver_batch`, well under its per-call bound.
+/// Bytes (packed) handed to the host per `deliver_batch`, unless one message alone is larger.
 const MAX_DELIVER_BATCH: usize = 256 * 1024;
 
 fn deliver(batch: &[MessageRef<'_>]) {
@@ -262,6 +262,7 @@ impl Adapter for Redis {
         };
         let prefix = self.cfg.prefix.as_bytes();
         let mut failed = None;
+        let mut not_ours = 0;
         let link = match which {
             Which::Publisher => &mut self.publisher,
             Which::Subscriber => &mut self.subscriber,
@@ -279,16 +280,18 @@ impl Adapter for Redis {
                         };
                         // Our topics are UTF-8; anything else on our prefix is not ours.
                         let Ok(topic) = std::str::from_utf8(topic) else {
+                            not_ours += 1;
                             continue;
                         };
-                        if bytes + topic.len() + payload.len() > MAX_DELIVER_BATCH
-                            && !batch.is_empty()
-                        {
+                        // Chunks keep each host call's buffer moderate; the host bounds each
+                        // message, not the batch, so chunking is about size, never about loss.
+                        let size = 8 + topic.len() + payload.len();
+                        if bytes + size > MAX_DELIVER_BATCH && !batch.is_empty() {
                             deliver(&batch);
                             batch.clear();
                             bytes = 0;
                         }
-                        bytes += topic.len() + payload.len();
+                        bytes += size;
                         batch.push(MessageRef { topic, payload });
                     }
                     Item::Value(Value::Error(e)) => failed = Some(e.clone()),
@@ -303,6 +306,12 @@ impl Adapter for Redis {
             log(
                 LogLevel::Error,
                 &format!("Redis replied with an error: {e}"),
+            );
+        }
+        if not_ours > 0 {
+            log(
+                LogLevel::Warn,
+                &format!("{not_ours} messages on a channel name that is not UTF-8 were dropped"),
             );
         }
         if let Err(e) = result {

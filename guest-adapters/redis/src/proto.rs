@@ -94,7 +94,7 @@ pub fn parse(buf: &[u8]) -> Result<(Value, usize), ParseError> {
             if n < 0 {
                 return Ok((Value::Array(None), rest_at));
             }
-            let n = n as usize;
+            let n = usize::try_from(n).map_err(|_| ParseError::Invalid("array too large"))?;
             if n > MAX_ARRAY {
                 return Err(ParseError::Invalid("array too large"));
             }
@@ -117,7 +117,7 @@ fn bulk<'a>(buf: &'a [u8], len: &[u8], at: usize) -> Result<(Option<&'a [u8]>, u
     if n < 0 {
         return Ok((None, at));
     }
-    let n = n as usize;
+    let n = usize::try_from(n).map_err(|_| ParseError::Invalid("bulk string too large"))?;
     if n > MAX_BULK {
         return Err(ParseError::Invalid("bulk string too large"));
     }

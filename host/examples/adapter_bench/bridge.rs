@@ -21,6 +21,15 @@ pub fn factory<A: sdk::Adapter>() -> NativeFactory {
 
 struct Bridge<A>(Option<A>);
 
+impl<A> Drop for Bridge<A> {
+    /// The thread's SDK host holds the incarnation's sockets and timers: let them go with the
+    /// adapter, before the runtime reports the incarnation ended.
+    fn drop(&mut self) {
+        self.0 = None;
+        sdk::native::uninstall();
+    }
+}
+
 impl<A: sdk::Adapter> Bridge<A> {
     fn with<R>(
         &mut self,

@@ -368,20 +368,44 @@ impl HostImports for StoreState {
     }
 
     fn deliver(&mut self, topic: String, payload: Vec<u8>) -> Result<(), HostError> {
-        self.host.check_size(payload.len() + topic.len())?;
+        if let Err(e) = self.host.check_size(payload.len() + topic.len()) {
+            self.host
+                .shared
+                .metrics
+                .deliveries_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
         self.host.deliver_one(&topic, Bytes::from(payload))
     }
 
     fn deliver_batch(&mut self, messages: Vec<u8>) -> Result<(), HostError> {
-        self.host.check_size(messages.len())?;
+        // No bound on the whole buffer: it already sat in the instance's bounded memory, and
+        // bounding it would make an adapter lose messages for batching them. Each message is
+        // bounded as `deliver` bounds it.
         let buf = Bytes::from(messages);
         let Some(batch) = packed::unpack(&buf) else {
+            self.host
+                .shared
+                .metrics
+                .deliveries_dropped
+                .fetch_add(1, Ordering::Relaxed);
             return Err(HostError::Limit("malformed deliver-batch buffer".into()));
         };
         // Payloads stay slices of the one buffer that crossed the sandbox.
         let mut first_error = Ok(());
         for m in batch {
-            let r = self.host.deliver_one(m.topic, buf.slice_ref(m.payload));
+            let r = match self.host.check_size(m.topic.len() + m.payload.len()) {
+                Ok(()) => self.host.deliver_one(m.topic, buf.slice_ref(m.payload)),
+                Err(e) => {
+                    self.host
+                        .shared
+                        .metrics
+                        .deliveries_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    Err(e)
+                }
+            };
             if first_error.is_ok() {
                 first_error = r;
             }

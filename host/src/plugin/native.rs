@@ -98,8 +98,14 @@ impl Native {
     }
 
     fn call<R>(&mut self, f: impl FnOnce(&mut dyn NativeAdapter) -> R) -> wasmtime::Result<R> {
-        catch_unwind(AssertUnwindSafe(|| f(&mut *self.adapter)))
-            .map_err(|_| wasmtime::Error::msg("the native adapter panicked"))
+        catch_unwind(AssertUnwindSafe(|| f(&mut *self.adapter))).map_err(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            wasmtime::Error::msg(format!("the native adapter panicked: {why}"))
+        })
     }
 }
 
