@@ -464,3 +464,34 @@ fn the_cli_checks_a_plugin() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("not-wasm.wasm"));
 }
+
+#[path = "../examples/adapter_bench/bridge.rs"]
+mod bridge;
+
+/// Native adapters get the same supervision: a panic ends only that incarnation, a fresh one
+/// starts with the subscriptions replayed.
+#[tokio::test]
+async fn a_native_adapter_that_panics_is_restarted_with_its_subscriptions() {
+    let runtime = Runtime::new(None).unwrap();
+    let (tx, rx) = mpsc::channel(1024);
+    let cfg = AdapterConfig {
+        driver: "fixture-native".into(),
+        ..config("fixture")
+    };
+    let (sup, metrics) = runtime.start_native(
+        bridge::factory::<fixture_adapter::Fixture>(),
+        &cfg,
+        "node-1",
+        tx,
+    );
+    let mut r = Running { sup, metrics, rx };
+    wait_status(&r, |s| *s == BackplaneStatus::Running).await;
+    r.sup.subscribe("t");
+    r.sup.publish("t", Bytes::from_static(b"before"));
+    assert_eq!(next(&mut r, "t").await.payload, "before");
+    cmd(&r, "panic");
+    counter_reaches(&r.metrics.restarts, 1).await;
+    wait_status(&r, |s| *s == BackplaneStatus::Running).await;
+    r.sup.publish("t", Bytes::from_static(b"after"));
+    assert_eq!(next(&mut r, "t").await.payload, "after");
+}
