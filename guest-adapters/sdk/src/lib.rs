@@ -14,12 +14,11 @@ pub mod wit {
     });
 }
 
-pub use packed::MessageRef;
+pub use switchyard_packed as packed;
+pub use switchyard_packed::MessageRef;
 pub use wit::switchyard::adapter::types::{
     AdapterError as Error, HealthStatus as Health, HostError, LogLevel,
 };
-
-pub mod packed;
 
 /// A host connection handle.
 pub type ConnId = u32;

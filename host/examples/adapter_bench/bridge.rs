@@ -51,14 +51,8 @@ impl<A: sdk::Adapter> NativeAdapter for Bridge<A> {
         self.with(|a| a.publish(topic, payload))
     }
     fn publish_batch(&mut self, messages: &[MessageRef<'_>]) -> Result<(), AdapterError> {
-        let messages: Vec<sdk::MessageRef<'_>> = messages
-            .iter()
-            .map(|m| sdk::MessageRef {
-                topic: m.topic,
-                payload: m.payload,
-            })
-            .collect();
-        self.with(|a| a.publish_batch(&messages))
+        // One type on both sides: both come from `switchyard-packed`.
+        self.with(|a| a.publish_batch(messages))
     }
     fn subscribe(&mut self, topic: &str) -> Result<(), AdapterError> {
         self.with(|a| a.subscribe(topic))
@@ -138,15 +132,8 @@ impl sdk::native::Host for Link {
     fn deliver(&mut self, topic: &str, payload: &[u8]) -> Result<(), sdk::HostError> {
         self.0.deliver(topic, payload).map_err(sdk_host_error)
     }
-    fn deliver_batch(&mut self, messages: &[sdk::MessageRef<'_>]) -> Result<(), sdk::HostError> {
-        let messages: Vec<MessageRef<'_>> = messages
-            .iter()
-            .map(|m| MessageRef {
-                topic: m.topic,
-                payload: m.payload,
-            })
-            .collect();
-        self.0.deliver_batch(&messages).map_err(sdk_host_error)
+    fn deliver_batch(&mut self, messages: &[MessageRef<'_>]) -> Result<(), sdk::HostError> {
+        self.0.deliver_batch(messages).map_err(sdk_host_error)
     }
     fn log(&mut self, level: sdk::LogLevel, message: &str) {
         let level = match level {

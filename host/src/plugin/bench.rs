@@ -84,7 +84,7 @@ pub fn call_costs(runtime: &Runtime, path: &Path, iterations: u32) -> wasmtime::
     )?;
     let mut batch = Vec::new();
     for _ in 0..256 {
-        super::packed::push(&mut batch, "bench", &small);
+        switchyard_packed::push(&mut batch, "bench", &small);
     }
     let per_batch = time(
         &mut || {

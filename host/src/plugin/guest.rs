@@ -11,8 +11,8 @@ use super::bindings::{
 use super::error::Failure;
 use super::host_impl::StoreState;
 use super::instance::IoEvent;
-use super::packed;
 use super::sandbox;
+use switchyard_packed as packed;
 
 /// A guest call's outcome: `Err` ends the incarnation (a trap, a missed deadline, a panic),
 /// `Ok(Err)` is the adapter's own error, reported while it lives on.

@@ -17,10 +17,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{HostError, HostImports, LogLevel, TypesHost};
 use super::instance::{IoEvent, Job};
-use super::packed;
 use super::sandbox::AllowList;
 use super::AdapterMetrics;
 use crate::config::SandboxLimits;
+use switchyard_packed as packed;
 
 pub use crate::backplane::Delivery;
 

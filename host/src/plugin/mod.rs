@@ -14,7 +14,6 @@ mod host_impl;
 mod instance;
 mod loader;
 pub mod native;
-mod packed;
 pub mod sandbox;
 mod supervisor;
 

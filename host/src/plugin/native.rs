@@ -18,7 +18,7 @@ pub use super::bindings::{AdapterError, HealthStatus, HostError, LogLevel};
 use super::guest::{Call, Guest};
 use super::host_impl::StoreState;
 use super::instance::IoEvent;
-pub use super::packed::MessageRef;
+pub use switchyard_packed::MessageRef;
 
 /// The adapter exports, natively. Same meaning as in `wit/adapter@0.1.0/adapter.wit`.
 pub trait NativeAdapter {
@@ -69,7 +69,7 @@ impl NativeHost {
     pub fn deliver_batch(&self, messages: &[MessageRef<'_>]) -> Result<(), HostError> {
         let mut buf = Vec::new();
         for m in messages {
-            super::packed::push(&mut buf, m.topic, m.payload);
+            switchyard_packed::push(&mut buf, m.topic, m.payload);
         }
         self.with(|s| s.deliver_batch(buf))
     }

@@ -1,8 +1,9 @@
-//! `packed-messages`, the buffer the batch calls carry across the sandbox: per message its
-//! topic's length (u32 LE), the topic, its payload's length (u32 LE) and the payload. The
-//! guest SDK has the same codec (`switchyard_adapter_sdk::packed`).
+//! `packed-messages`, the buffer the adapter contract's batch calls carry across the sandbox:
+//! per message its topic's length (u32 LE), the topic, its payload's length (u32 LE) and the
+//! payload, back to back. One crate for both sides, the guest SDK and the host, so they agree
+//! on every byte.
 
-/// A message borrowed from a batch buffer.
+/// A message borrowed from wherever it lives: a read buffer, a batch from the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageRef<'a> {
     pub topic: &'a str,
@@ -17,8 +18,21 @@ pub fn push(out: &mut Vec<u8>, topic: &str, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-/// Reads every message of a buffer, or `None` when it is malformed anywhere (a guest's buffer
-/// is untrusted: lengths past the end, a topic that is not UTF-8).
+/// Packs `messages` into one buffer.
+pub fn pack(messages: &[MessageRef<'_>]) -> Vec<u8> {
+    let size = messages
+        .iter()
+        .map(|m| 8 + m.topic.len() + m.payload.len())
+        .sum();
+    let mut out = Vec::with_capacity(size);
+    for m in messages {
+        push(&mut out, m.topic, m.payload);
+    }
+    out
+}
+
+/// Reads every message of a buffer, or `None` when it is malformed anywhere (a guest's
+/// buffer is untrusted: lengths past the end, a topic that is not UTF-8).
 pub fn unpack(buf: &[u8]) -> Option<Vec<MessageRef<'_>>> {
     let mut out = Vec::new();
     let mut rest = buf;
@@ -46,14 +60,23 @@ mod tests {
 
     #[test]
     fn round_trips_and_refuses_malformed_buffers() {
-        let mut buf = Vec::new();
-        push(&mut buf, "a", b"one");
-        push(&mut buf, "", b"");
-        push(&mut buf, "ch:é", &[0, 1, 2]);
-        let got = unpack(&buf).unwrap();
-        assert_eq!(got.len(), 3);
-        assert_eq!((got[0].topic, got[0].payload), ("a", &b"one"[..]));
-        assert_eq!((got[2].topic, got[2].payload), ("ch:é", &[0u8, 1, 2][..]));
+        let msgs = [
+            MessageRef {
+                topic: "a",
+                payload: b"one",
+            },
+            MessageRef {
+                topic: "",
+                payload: b"",
+            },
+            MessageRef {
+                topic: "ch:é",
+                payload: &[0, 1, 2],
+            },
+        ];
+        let buf = pack(&msgs);
+        assert_eq!(unpack(&buf).unwrap(), msgs);
+        assert_eq!(unpack(&[]).unwrap(), []);
         // A cut between messages leaves a valid, shorter buffer; anywhere else it is malformed.
         for cut in 1..buf.len() {
             assert_eq!(
@@ -66,6 +89,6 @@ mod tests {
         push(&mut bad_utf8, "x", b"");
         bad_utf8[4] = 0xff;
         assert!(unpack(&bad_utf8).is_none());
-        assert!(unpack(&[0xff, 0xff, 0xff, 0xff]).is_none());
+        assert!(unpack(&[9, 0, 0, 0, b'a']).is_none());
     }
 }
