@@ -14,9 +14,10 @@
 //!    Component / native is what the sandbox costs.
 
 mod bridge;
+#[path = "../../tests/broker/mod.rs"]
+mod broker;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,46 +47,6 @@ fn cpu_now() -> Duration {
     let ticks: u64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
         + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
     Duration::from_millis(ticks * 10)
-}
-
-struct RedisServer(Child);
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn start_redis() -> anyhow::Result<(RedisServer, u16)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("redis-server is required for this benchmark: {e}"))?;
-    let server = RedisServer(child);
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok((server, port));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    anyhow::bail!("redis-server did not start")
 }
 
 /// The adapter's protocol code driven by a bare tokio client: what no runtime at all costs.
@@ -294,7 +255,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let (_redis, port) = start_redis().await?;
+        // The adapter tests' broker helper: a redis-server of our own on a free port.
+        let redis = broker::Broker::start(&broker::REDIS, broker::free_port()).await;
+        let port = redis.port;
         println!("\nRedis adapter code, {messages} messages of {} B through redis-server (publish → subscribe → deliver):", payload.len());
         let mut rates = Vec::new();
         let mut cpus = Vec::new();
