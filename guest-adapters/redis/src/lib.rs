@@ -7,9 +7,11 @@ pub mod proto;
 use std::collections::BTreeSet;
 
 use serde::Deserialize;
-use switchyard_adapter_sdk::{export_adapter, host, Adapter, Error, Health, LogLevel, MessageRef};
+use switchyard_adapter_sdk::{
+    export_adapter, host, Adapter, Batch, Error, Health, LogLevel, MessageRef,
+};
 
-use proto::{Decoder, Item, Value};
+use proto::{Decoder, Item, PublishEncoder, Value};
 
 /// The adapter's config section (`[adapter.config]` in the host's TOML).
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +74,11 @@ pub struct Redis {
     topics: BTreeSet<String>,
     backoff_ms: u64,
     reconnect_timer: Option<u32>,
+    /// Received messages on their way to the host; the buffer is kept between reads.
+    inbox: Batch,
+    encoder: PublishEncoder,
+    /// A batch's commands, before they go out in one send; the buffer is kept between batches.
+    outbox: Vec<u8>,
 }
 
 fn log(level: LogLevel, msg: &str) {
@@ -81,8 +88,8 @@ fn log(level: LogLevel, msg: &str) {
 /// Bytes (packed) handed to the host per `deliver_batch`, unless one message alone is larger.
 const MAX_DELIVER_BATCH: usize = 256 * 1024;
 
-fn deliver(batch: &[MessageRef<'_>]) {
-    if let Err(e) = host::deliver_batch(batch) {
+fn deliver(batch: &mut Batch) {
+    if let Err(e) = batch.deliver() {
         log(LogLevel::Warn, &format!("delivery refused: {e:?}"));
     }
 }
@@ -183,11 +190,14 @@ impl Adapter for Redis {
         let cfg = Config::parse(config).map_err(Error::InvalidConfig)?;
         let mut r = Self {
             backoff_ms: cfg.reconnect_initial_ms.max(1),
+            encoder: PublishEncoder::new(cfg.prefix.as_bytes()),
             cfg,
             publisher: Link::default(),
             subscriber: Link::default(),
             topics: BTreeSet::new(),
             reconnect_timer: None,
+            inbox: Batch::new(),
+            outbox: Vec::new(),
         };
         r.connect(Which::Publisher);
         r.connect(Which::Subscriber);
@@ -209,16 +219,14 @@ impl Adapter for Redis {
         if !self.publisher.up {
             return Err(Error::Unavailable("Redis publisher not connected".into()));
         }
-        let size: usize = messages
-            .iter()
-            .map(|m| m.payload.len() + m.topic.len() + 48)
-            .sum();
-        let mut out = Vec::with_capacity(size);
-        let prefix = self.cfg.prefix.as_bytes();
+        let mut out = std::mem::take(&mut self.outbox);
+        out.clear();
         for m in messages {
-            proto::encode_publish(&mut out, prefix, m.topic.as_bytes(), m.payload);
+            self.encoder.encode(&mut out, m.topic.as_bytes(), m.payload);
         }
-        self.send(self.publisher.conn, &out)
+        let result = self.send(self.publisher.conn, &out);
+        self.outbox = out;
+        result
     }
 
     fn subscribe(&mut self, topic: &str) -> Result<(), Error> {
@@ -267,41 +275,30 @@ impl Adapter for Redis {
             Which::Publisher => &mut self.publisher,
             Which::Subscriber => &mut self.subscriber,
         };
-        // Everything this read completed goes to the host in as few calls as possible: a call
-        // across the sandbox costs more than a message.
-        let result = link.decoder.decode_batch(&data, |items| {
-            let mut batch = Vec::with_capacity(items.len());
-            let mut bytes = 0;
-            for item in &items {
-                match item {
-                    Item::Message { channel, payload } => {
-                        let Some(topic) = channel.strip_prefix(prefix) else {
-                            continue;
-                        };
-                        // Our topics are UTF-8; anything else on our prefix is not ours.
-                        let Ok(topic) = std::str::from_utf8(topic) else {
-                            not_ours += 1;
-                            continue;
-                        };
-                        // Chunks keep each host call's buffer moderate; the host bounds each
-                        // message, not the batch, so chunking is about size, never about loss.
-                        let size = 8 + topic.len() + payload.len();
-                        if bytes + size > MAX_DELIVER_BATCH && !batch.is_empty() {
-                            deliver(&batch);
-                            batch.clear();
-                            bytes = 0;
-                        }
-                        bytes += size;
-                        batch.push(MessageRef { topic, payload });
-                    }
-                    Item::Value(Value::Error(e)) => failed = Some(e.clone()),
-                    Item::Value(_) => {}
+        // Everything this read completed goes to the host in as few calls as possible (a call
+        // across the sandbox costs more than a message), packed as it is decoded.
+        let inbox = &mut self.inbox;
+        let result = link.decoder.decode(&data, |item| match item {
+            Item::Message { channel, payload } => {
+                let Some(topic) = channel.strip_prefix(prefix) else {
+                    return;
+                };
+                // Our topics are UTF-8; anything else on our prefix is not ours.
+                let Ok(topic) = std::str::from_utf8(topic) else {
+                    not_ours += 1;
+                    return;
+                };
+                // Chunks keep each host call's buffer moderate; the host bounds each message,
+                // not the batch, so chunking is about size, never about loss.
+                if inbox.bytes() + 8 + topic.len() + payload.len() > MAX_DELIVER_BATCH {
+                    deliver(inbox);
                 }
+                inbox.push(topic, payload);
             }
-            if !batch.is_empty() {
-                deliver(&batch);
-            }
+            Item::Value(Value::Error(e)) => failed = Some(e),
+            Item::Value(_) => {}
         });
+        deliver(inbox);
         if let Some(e) = failed {
             log(
                 LogLevel::Error,

@@ -34,41 +34,82 @@ pub fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
 }
 
 fn push_usize(out: &mut Vec<u8>, n: usize) {
-    // Lengths are mostly short: one or two divisions, not one per digit of a 20-digit buffer.
-    if n < 10 {
-        out.push(b'0' + n as u8);
-        return;
-    }
-    if n < 100 {
-        out.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]);
-        return;
-    }
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+    // Lengths are mostly short. Fixed-size appends compile to plain stores; a variable-length
+    // one is a call to `memcpy` in a WebAssembly guest.
+    let d = |n: usize| b'0' + (n % 10) as u8;
+    match n {
+        0..=9 => out.push(d(n)),
+        10..=99 => out.extend_from_slice(&[d(n / 10), d(n)]),
+        100..=999 => out.extend_from_slice(&[d(n / 100), d(n / 10), d(n)]),
+        1000..=9999 => out.extend_from_slice(&[d(n / 1000), d(n / 100), d(n / 10), d(n)]),
+        _ => {
+            let mut buf = [0u8; 20];
+            let mut i = buf.len();
+            let mut n = n;
+            loop {
+                i -= 1;
+                buf[i] = d(n);
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            out.extend_from_slice(&buf[i..]);
         }
     }
-    out.extend_from_slice(&buf[i..]);
 }
 
 /// `PUBLISH prefix+topic payload`, with the channel name written from its two parts.
 pub fn encode_publish(out: &mut Vec<u8>, prefix: &[u8], topic: &[u8], payload: &[u8]) {
+    publish_head(out, prefix, topic);
+    publish_tail(out, payload);
+}
+
+/// Everything of a `PUBLISH` before the payload's length: it depends on the channel alone.
+fn publish_head(out: &mut Vec<u8>, prefix: &[u8], topic: &[u8]) {
     out.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n$");
     push_usize(out, prefix.len() + topic.len());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(prefix);
     out.extend_from_slice(topic);
     out.extend_from_slice(b"\r\n$");
+}
+
+fn publish_tail(out: &mut Vec<u8>, payload: &[u8]) {
     push_usize(out, payload.len());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(payload);
     out.extend_from_slice(b"\r\n");
+}
+
+/// `PUBLISH` commands for a run of messages under one prefix. Batches mostly repeat a topic,
+/// so the head of the command is built once per change of topic, not once per message.
+#[derive(Debug, Default)]
+pub struct PublishEncoder {
+    prefix: Vec<u8>,
+    topic: Vec<u8>,
+    head: Vec<u8>,
+}
+
+impl PublishEncoder {
+    pub fn new(prefix: &[u8]) -> Self {
+        Self {
+            prefix: prefix.to_vec(),
+            ..Self::default()
+        }
+    }
+
+    /// Appends `PUBLISH prefix+topic payload`.
+    pub fn encode(&mut self, out: &mut Vec<u8>, topic: &[u8], payload: &[u8]) {
+        if self.head.is_empty() || self.topic != topic {
+            self.topic.clear();
+            self.topic.extend_from_slice(topic);
+            self.head.clear();
+            publish_head(&mut self.head, &self.prefix, topic);
+        }
+        out.extend_from_slice(&self.head);
+        publish_tail(out, payload);
+    }
 }
 
 /// Bounds on what the decoder accepts from the network.
@@ -178,35 +219,112 @@ fn int(b: &[u8]) -> Result<i64, ParseError> {
     }
 }
 
+/// The fixed start of a pub/sub message push: `*3`, `$7`, `message`, and the `$` of the
+/// channel's length.
+const HEAD: &[u8; 18] = b"*3\r\n$7\r\nmessage\r\n$";
+
 /// `message channel payload`, the push a subscribed connection receives, parsed without
-/// copying. `Ok(None)`: a complete value of another shape starts here.
+/// copying. `Ok(None)`: a complete value of another shape starts here (the general parser
+/// takes it, and reports any error in it).
 fn parse_message(buf: &[u8]) -> Result<Option<(Item<'_>, usize)>, ParseError> {
-    const HEAD: &[u8] = b"*3\r\n$7\r\nmessage\r\n$";
-    if buf.len() < HEAD.len() {
+    let Some(head) = buf.first_chunk::<18>() else {
         return if HEAD.starts_with(buf) {
             Err(ParseError::Incomplete)
         } else {
             Ok(None)
         };
-    }
-    if !buf.starts_with(HEAD) {
-        return Ok(None);
-    }
-    let (len, at) = line(buf, HEAD.len())?;
-    let (channel, at) = bulk(buf, len, at)?;
-    let (kind, at) = match buf.get(at) {
-        Some(&k) => (k, at + 1),
-        None => return Err(ParseError::Incomplete),
     };
-    if kind != b'$' {
+    if !is_message_head(head) {
         return Ok(None);
     }
-    let (len, body_at) = line(buf, at)?;
-    let (payload, used) = bulk(buf, len, body_at)?;
-    match (channel, payload) {
-        (Some(channel), Some(payload)) => Ok(Some((Item::Message { channel, payload }, used))),
-        _ => Ok(None),
+    let Some((channel, at)) = bulk_body(buf, HEAD.len())? else {
+        return Ok(None);
+    };
+    match buf.get(at) {
+        Some(b'$') => {}
+        Some(_) => return Ok(None),
+        None => return Err(ParseError::Incomplete),
     }
+    let Some((payload, used)) = bulk_body(buf, at + 1)? else {
+        return Ok(None);
+    };
+    Ok(Some((Item::Message { channel, payload }, used)))
+}
+
+/// Compares the head as two words and a half-word: a slice comparison is a call to `memcmp`
+/// in a WebAssembly guest, once per message.
+fn is_message_head(h: &[u8; 18]) -> bool {
+    let word =
+        |b: &[u8; 18], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+    word(h, 0) == word(HEAD, 0)
+        && word(h, 8) == word(HEAD, 8)
+        && h[16] == HEAD[16]
+        && h[17] == HEAD[17]
+}
+
+/// `:n`, the reply to every `PUBLISH`, read in one pass. `Ok(None)`: anything unusual (a
+/// sign, a long or malformed number), left to the general parser.
+fn parse_int_reply(buf: &[u8]) -> Result<Option<(Item<'_>, usize)>, ParseError> {
+    let mut n: i64 = 0;
+    let mut i = 1;
+    loop {
+        match buf.get(i) {
+            Some(&d @ b'0'..=b'9') if i <= 18 => n = n * 10 + i64::from(d - b'0'),
+            Some(b'\r') if i > 1 => break,
+            Some(_) => return Ok(None),
+            None => return Err(ParseError::Incomplete),
+        }
+        i += 1;
+    }
+    match buf.get(i + 1) {
+        Some(b'\n') => Ok(Some((Item::Value(Value::Int(n)), i + 2))),
+        Some(_) => Ok(None),
+        None => Err(ParseError::Incomplete),
+    }
+}
+
+/// Digits in a bulk length the fast path reads (`MAX_BULK` has 9); longer ones, too large
+/// anyway, go to the general parser, which says so once their line is complete.
+const MAX_LEN_DIGITS: usize = 10;
+
+/// A bulk string's `len\r\nbody\r\n`, from just after its `$`: the body and where the next
+/// value starts. The length is read in the same pass that finds its end. `Ok(None)`: not a
+/// plain length (a null bulk string, a malformed one), left to the general parser.
+fn bulk_body(buf: &[u8], at: usize) -> Result<Option<(&[u8], usize)>, ParseError> {
+    let mut n: u64 = 0;
+    let mut i = at;
+    loop {
+        match buf.get(i) {
+            Some(&d @ b'0'..=b'9') => n = n * 10 + u64::from(d - b'0'),
+            Some(b'\r') => break,
+            Some(_) => return Ok(None),
+            None => return Err(ParseError::Incomplete),
+        }
+        i += 1;
+        if i - at > MAX_LEN_DIGITS {
+            return Ok(None);
+        }
+    }
+    if i == at {
+        return Ok(None);
+    }
+    match buf.get(i + 1) {
+        Some(b'\n') => {}
+        Some(_) => return Ok(None),
+        None => return Err(ParseError::Incomplete),
+    }
+    if n > MAX_BULK as u64 {
+        return Err(ParseError::Invalid("bulk string too large"));
+    }
+    let start = i + 2;
+    let end = start + n as usize;
+    if buf.len() < end + 2 {
+        return Err(ParseError::Incomplete);
+    }
+    if buf[end] != b'\r' || buf[end + 1] != b'\n' {
+        return Err(ParseError::Invalid("bulk string not terminated"));
+    }
+    Ok(Some((&buf[start..end], end + 2)))
 }
 
 /// One decoded item: a pub/sub message, borrowed from the read buffer, or any other value.
@@ -226,32 +344,21 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// Decodes every complete value in what was buffered plus `data`, handing them to `each`
-    /// in order.
+    /// Decodes every complete value in what was buffered plus `data`, handing each to `each`
+    /// in order as it is parsed. Messages are parsed in place: with nothing buffered (the
+    /// usual case) `data` is read without a copy.
     pub fn decode(
         &mut self,
         data: &[u8],
         mut each: impl FnMut(Item<'_>),
     ) -> Result<(), ParseError> {
-        self.decode_batch(data, |items| items.into_iter().for_each(&mut each))
-    }
-
-    /// `decode`, with every complete value of this read handed over at once. Messages are
-    /// parsed in place: with nothing buffered (the usual case) `data` is read without a copy.
-    pub fn decode_batch(
-        &mut self,
-        data: &[u8],
-        all: impl FnOnce(Vec<Item<'_>>),
-    ) -> Result<(), ParseError> {
         if self.buf.is_empty() {
-            let (used, items, result) = decode_all(data);
-            all(items);
+            let (used, result) = decode_all(data, &mut each);
             self.buf.extend_from_slice(&data[used..]);
             return result;
         }
         self.buf.extend_from_slice(data);
-        let (used, items, result) = decode_all(&self.buf);
-        all(items);
+        let (used, result) = decode_all(&self.buf, &mut each);
         self.buf.drain(..used);
         result
     }
@@ -261,31 +368,38 @@ impl Decoder {
     }
 }
 
-/// Decodes from the front of `buf`: the items, the bytes they used, and whether decoding
-/// stopped on an error (rather than on an incomplete value).
-fn decode_all(buf: &[u8]) -> (usize, Vec<Item<'_>>, Result<(), ParseError>) {
-    let mut items = Vec::new();
+/// Decodes from the front of `buf`, handing each item to `each`: the bytes used, and whether
+/// decoding stopped on an error (rather than on an incomplete value).
+fn decode_all<'a>(
+    buf: &'a [u8],
+    each: &mut impl FnMut(Item<'a>),
+) -> (usize, Result<(), ParseError>) {
     let mut at = 0;
     loop {
         let rest = &buf[at..];
-        if rest.is_empty() {
-            return (at, items, Ok(()));
-        }
-        let step = match parse_message(rest) {
+        let Some(&kind) = rest.first() else {
+            return (at, Ok(()));
+        };
+        let fast = match kind {
+            b'*' => parse_message(rest),
+            b':' => parse_int_reply(rest),
+            _ => Ok(None),
+        };
+        let step = match fast {
             Ok(Some((message, used))) => {
-                items.push(message);
+                each(message);
                 Ok(used)
             }
             Ok(None) => parse(rest).map(|(v, used)| {
-                items.push(Item::Value(v));
+                each(Item::Value(v));
                 used
             }),
             Err(e) => Err(e),
         };
         match step {
             Ok(used) => at += used,
-            Err(ParseError::Incomplete) => return (at, items, Ok(())),
-            Err(e) => return (at, items, Err(e)),
+            Err(ParseError::Incomplete) => return (at, Ok(())),
+            Err(e) => return (at, Err(e)),
         }
     }
 }
@@ -299,7 +413,7 @@ mod tests {
         let mut out = Vec::new();
         encode_publish(&mut out, b"sy:", b"app", b"hi");
         assert_eq!(out, b"*3\r\n$7\r\nPUBLISH\r\n$6\r\nsy:app\r\n$2\r\nhi\r\n");
-        for n in [0, 9, 10, 99, 100, 12345, usize::MAX] {
+        for n in [0, 9, 10, 99, 100, 999, 1000, 9999, 10000, 12345, usize::MAX] {
             let mut out = Vec::new();
             push_usize(&mut out, n);
             assert_eq!(out, n.to_string().as_bytes());
@@ -385,5 +499,95 @@ mod tests {
             Value::Error("ERR no".into())
         );
         assert_eq!(parse(b"$-1\r\n").unwrap().0, Value::Bulk(None));
+    }
+
+    #[test]
+    fn the_publish_encoder_writes_what_encode_publish_writes() {
+        let mut enc = PublishEncoder::new(b"sy:");
+        let (mut fast, mut plain) = (Vec::new(), Vec::new());
+        for (topic, payload) in [
+            (&b"a"[..], &b"1"[..]),
+            (b"a", b""),
+            (b"bb", &[b'x'; 1000][..]),
+            (b"", b"2"),
+            (b"a", b"3"),
+            (b"a", b"4"),
+        ] {
+            enc.encode(&mut fast, topic, payload);
+            encode_publish(&mut plain, b"sy:", topic, payload);
+        }
+        assert_eq!(fast, plain);
+    }
+
+    /// Decodes with the general parser only, reading `message` pushes out of its arrays.
+    fn general(mut wire: &[u8]) -> (Vec<Seen>, Result<(), ParseError>) {
+        let mut seen = Vec::new();
+        loop {
+            if wire.is_empty() {
+                return (seen, Ok(()));
+            }
+            match parse(wire) {
+                Ok((v, used)) => {
+                    seen.push(match v {
+                        Value::Array(Some(items)) => match items.as_slice() {
+                            [Value::Bulk(Some(kind)), Value::Bulk(Some(c)), Value::Bulk(Some(p))]
+                                if kind == b"message" =>
+                            {
+                                Seen::Message(c.clone(), p.clone())
+                            }
+                            _ => Seen::Value(Value::Array(Some(items))),
+                        },
+                        v => Seen::Value(v),
+                    });
+                    wire = &wire[used..];
+                }
+                Err(ParseError::Incomplete) => return (seen, Ok(())),
+                Err(e) => return (seen, Err(e)),
+            }
+        }
+    }
+
+    #[test]
+    fn the_message_fast_path_agrees_with_the_general_parser() {
+        let frames: [&[u8]; 20] = [
+            b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhello\r\n",
+            b"*3\r\n$7\r\nmessage\r\n$0\r\n\r\n$0\r\n\r\n",
+            b"*3\r\n$7\r\nmessage\r\n$-1\r\n$1\r\nx\r\n",
+            b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$-1\r\n",
+            b"*3\r\n$7\r\nmessage\r\n$\r\nc\r\n$1\r\nx\r\n",
+            b"*3\r\n$7\r\nmessage\r\n$1x\r\nc\r\n$1\r\nx\r\n",
+            b"*3\r\n$7\r\nmessage\r\n$1\rx\nc\r\n$1\r\nx\r\n",
+            b"*3\r\n$7\r\nmessage\r\n$99999999999\r\n",
+            b"*3\r\n$7\r\nmessage\r\n$999999999\r\n",
+            b"*3\r\n$7\r\nmessage\r\n$1\r\ncXY$1\r\nx\r\n",
+            b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n:1\r\n",
+            b"*3\r\n$7\r\nmassage\r\n$1\r\nc\r\n$1\r\nx\r\n",
+            b":0\r\n",
+            b":123456789012345678\r\n",
+            b":1234567890123456789\r\n",
+            b":92233720368547758070\r\n",
+            b":-5\r\n",
+            b":\r\n",
+            b":1x\r\n",
+            b":1\rx",
+        ];
+        for frame in frames {
+            // Alone, followed by a reply, and cut short anywhere.
+            let mut wire = frame.to_vec();
+            wire.extend_from_slice(b":3\r\n");
+            for input in [frame, &wire[..]]
+                .into_iter()
+                .chain((0..frame.len()).map(|n| &frame[..n]))
+            {
+                let mut seen = Vec::new();
+                let result = Decoder::default().decode(input, |i| seen.push(owned(i)));
+                assert_eq!(
+                    (seen, result),
+                    general(input),
+                    "{:?}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
     }
 }

@@ -14,6 +14,9 @@ pub mod wit {
     });
 }
 
+mod batch;
+
+pub use batch::Batch;
 pub use switchyard_packed as packed;
 pub use switchyard_packed::MessageRef;
 pub use wit::switchyard::adapter::types::{
@@ -35,7 +38,12 @@ pub mod host {
 
     /// `deliver` for many messages in one call across the sandbox (see `deliver-batch`).
     pub fn deliver_batch(messages: &[MessageRef<'_>]) -> Result<(), HostError> {
-        crate::wit::switchyard::adapter::host::deliver_batch(&crate::packed::pack(messages))
+        deliver_packed(&crate::packed::pack(messages))
+    }
+
+    /// `deliver-batch` with messages already packed (see [`crate::Batch`]).
+    pub fn deliver_packed(packed: &[u8]) -> Result<(), HostError> {
+        crate::wit::switchyard::adapter::host::deliver_batch(packed)
     }
 }
 

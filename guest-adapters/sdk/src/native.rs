@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 
-use crate::{ConnId, HostError, LogLevel, MessageRef, TimerId};
+use crate::{ConnId, HostError, LogLevel, TimerId};
 
 /// What a native host provides: the `host` interface of the contract, one method per function.
 pub trait Host {
@@ -15,7 +15,8 @@ pub trait Host {
     fn set_timer(&mut self, after_ms: u64) -> Result<TimerId, HostError>;
     fn cancel_timer(&mut self, timer: TimerId);
     fn deliver(&mut self, topic: &str, payload: &[u8]) -> Result<(), HostError>;
-    fn deliver_batch(&mut self, messages: &[MessageRef<'_>]) -> Result<(), HostError>;
+    /// `deliver-batch`: a `packed-messages` buffer (see `switchyard_packed`).
+    fn deliver_packed(&mut self, packed: &[u8]) -> Result<(), HostError>;
     fn log(&mut self, level: LogLevel, message: &str);
     fn node_id(&mut self) -> String;
     fn now_ms(&mut self) -> u64;
@@ -69,7 +70,10 @@ pub mod calls {
         with(|h| h.deliver(topic, payload))
     }
     pub fn deliver_batch(messages: &[MessageRef<'_>]) -> Result<(), HostError> {
-        with(|h| h.deliver_batch(messages))
+        deliver_packed(&crate::packed::pack(messages))
+    }
+    pub fn deliver_packed(packed: &[u8]) -> Result<(), HostError> {
+        with(|h| h.deliver_packed(packed))
     }
     pub fn log(level: LogLevel, message: &str) {
         with(|h| h.log(level, message))

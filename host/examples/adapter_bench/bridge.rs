@@ -51,6 +51,7 @@ impl<A: sdk::Adapter> NativeAdapter for Bridge<A> {
         self.with(|a| a.publish(topic, payload))
     }
     fn publish_batch(&mut self, messages: &[MessageRef<'_>]) -> Result<(), AdapterError> {
+        extra_work(messages.len());
         // One type on both sides: both come from `switchyard-packed`.
         self.with(|a| a.publish_batch(messages))
     }
@@ -66,6 +67,8 @@ impl<A: sdk::Adapter> NativeAdapter for Bridge<A> {
         }
     }
     fn on_data(&mut self, conn: u32, data: Vec<u8>) {
+        // About 140 bytes per pub/sub message of 100 B on the wire.
+        extra_work(data.len() / 140);
         if let Some(a) = self.0.as_mut() {
             a.on_data(conn, data);
         }
@@ -132,8 +135,8 @@ impl sdk::native::Host for Link {
     fn deliver(&mut self, topic: &str, payload: &[u8]) -> Result<(), sdk::HostError> {
         self.0.deliver(topic, payload).map_err(sdk_host_error)
     }
-    fn deliver_batch(&mut self, messages: &[MessageRef<'_>]) -> Result<(), sdk::HostError> {
-        self.0.deliver_batch(messages).map_err(sdk_host_error)
+    fn deliver_packed(&mut self, packed: &[u8]) -> Result<(), sdk::HostError> {
+        self.0.deliver_packed(packed).map_err(sdk_host_error)
     }
     fn log(&mut self, level: sdk::LogLevel, message: &str) {
         let level = match level {
@@ -150,5 +153,23 @@ impl sdk::native::Host for Link {
     }
     fn now_ms(&mut self) -> u64 {
         self.0.now_ms()
+    }
+}
+
+/// `ADAPTER_BENCH_NATIVE_EXTRA_NS`: busy time added to the native adapter per message, to see
+/// how the end-to-end figures respond to a slower adapter (the sandbox's cost, simulated).
+fn extra_work(messages: usize) {
+    static NS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        std::env::var("ADAPTER_BENCH_NATIVE_EXTRA_NS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    });
+    if *NS == 0 {
+        return;
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_nanos(*NS * messages as u64);
+    while std::time::Instant::now() < until {
+        std::hint::spin_loop();
     }
 }

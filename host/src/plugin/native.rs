@@ -65,13 +65,10 @@ impl NativeHost {
     pub fn deliver(&self, topic: &str, payload: &[u8]) -> Result<(), HostError> {
         self.with(|s| s.deliver(topic.to_owned(), payload.to_vec()))
     }
-    /// Packed and unpacked as a component's batch is, minus the copy across the sandbox.
-    pub fn deliver_batch(&self, messages: &[MessageRef<'_>]) -> Result<(), HostError> {
-        let mut buf = Vec::new();
-        for m in messages {
-            switchyard_packed::push(&mut buf, m.topic, m.payload);
-        }
-        self.with(|s| s.deliver_batch(buf))
+    /// `deliver-batch`: a `packed-messages` buffer (see `switchyard_packed`), copied once as a
+    /// component's is when it crosses the sandbox.
+    pub fn deliver_packed(&self, packed: &[u8]) -> Result<(), HostError> {
+        self.with(|s| s.deliver_batch(packed.to_vec()))
     }
     pub fn log(&self, level: LogLevel, message: &str) {
         self.with(|s| s.log(level, message.to_owned()))
