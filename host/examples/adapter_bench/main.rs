@@ -11,7 +11,13 @@
 //!      incarnation thread, host-owned sockets, deliveries) with no sandbox;
 //!    - component: the `.wasm` build in the sandbox, through the same runtime.
 //!
-//!    Component / native is what the sandbox costs.
+//!    Component / native is what the sandbox costs. Each run prints messages per second and
+//!    CPU per message, of the whole process and of the adapter's thread alone.
+//!
+//! redis-server gets the last CPU and this process the others (`taskset`), as when the broker
+//! has a machine of its own; `ADAPTER_BENCH_NO_PIN=1` leaves placement to the scheduler.
+//! `ADAPTER_BENCH_NATIVE_EXTRA_NS=N` adds N ns of busy work per message to the native adapter,
+//! to see how the figures respond to a slower adapter.
 
 mod bridge;
 #[path = "../../tests/broker/mod.rs"]
@@ -37,16 +43,84 @@ fn guest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guest-adapters/target/wasm32-wasip2/release")
 }
 
-fn cpu_now() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let f: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |r| r.1)
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    Duration::from_millis(ticks * 10)
+/// CPU time used by each of this process's threads (`/proc/self/task/*/schedstat`, in
+/// nanoseconds rather than the 10 ms ticks of `/proc/self/stat`), marking the adapter's
+/// incarnation threads so a run shows where the sandbox's cost lands.
+struct Cpu(Vec<(u32, bool, Duration)>);
+
+impl Cpu {
+    fn now() -> Self {
+        let mut threads = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let path = task.path();
+            let tid = task.file_name().to_str().and_then(|t| t.parse().ok());
+            let ns = std::fs::read_to_string(path.join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok());
+            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            if let (Some(tid), Some(ns)) = (tid, ns) {
+                threads.push((tid, comm.starts_with("adapter-"), Duration::from_nanos(ns)));
+            }
+        }
+        Self(threads)
+    }
+
+    /// What was used since `before`: (every thread, the adapter threads). A thread that
+    /// ended in between is missed; the runs start and stop theirs outside the interval.
+    fn since(&self, before: &Cpu) -> (Duration, Duration) {
+        let (mut all, mut adapter) = (Duration::ZERO, Duration::ZERO);
+        for (tid, is_adapter, t) in &self.0 {
+            let was = before
+                .0
+                .iter()
+                .find(|b| b.0 == *tid)
+                .map_or(Duration::ZERO, |b| b.2);
+            let used = t.saturating_sub(was);
+            all += used;
+            if *is_adapter {
+                adapter += used;
+            }
+        }
+        (all, adapter)
+    }
+}
+
+/// Gives the broker the last CPU and this process the others, when there are at least two
+/// (with `taskset`): as when the broker runs on a machine of its own, neither steals the
+/// other's core. Unpinned, on a small machine the scheduler's placement alone swings a run by
+/// a factor of two.
+fn pin(broker_pid: u32) -> Option<usize> {
+    let cpus = std::thread::available_parallelism().ok()?.get();
+    if cpus < 2 {
+        return None;
+    }
+    let taskset = |args: &[String]| {
+        std::process::Command::new("taskset")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let ours = format!("0-{}", cpus - 2);
+    let broker = taskset(&[
+        "-p".into(),
+        "-c".into(),
+        (cpus - 1).to_string(),
+        broker_pid.to_string(),
+    ]);
+    // Every thread of this process; threads started later inherit their creator's mask.
+    let us = taskset(&[
+        "-a".into(),
+        "-p".into(),
+        "-c".into(),
+        ours,
+        std::process::id().to_string(),
+    ]);
+    (broker && us).then_some(cpus)
 }
 
 /// The adapter's protocol code driven by a bare tokio client: what no runtime at all costs.
@@ -96,7 +170,7 @@ async fn bare(port: u16, messages: u64, payload: &[u8]) -> anyhow::Result<(Durat
     };
     let send = async {
         let t = Instant::now();
-        let cpu = cpu_now();
+        let cpu = Cpu::now();
         let mut sent = 0u64;
         let mut out = Vec::with_capacity(BATCH * (payload.len() + 48));
         while sent < messages {
@@ -115,7 +189,7 @@ async fn bare(port: u16, messages: u64, payload: &[u8]) -> anyhow::Result<(Durat
         while received.load(Ordering::Relaxed) < messages {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
-        Ok::<_, anyhow::Error>((t.elapsed(), cpu_now() - cpu))
+        Ok::<_, anyhow::Error>((t.elapsed(), Cpu::now().since(&cpu).0))
     };
     let result = tokio::select! {
         r = send => r,
@@ -132,7 +206,7 @@ async fn through_runtime(
     port: u16,
     messages: u64,
     payload: &[u8],
-) -> anyhow::Result<(Duration, Duration)> {
+) -> anyhow::Result<(Duration, (Duration, Duration))> {
     let cfg = AdapterConfig {
         driver: "redis".into(),
         plugins_dir: guest_dir(),
@@ -178,7 +252,7 @@ async fn through_runtime(
     });
     let payload = Bytes::copy_from_slice(payload);
     let t = Instant::now();
-    let cpu = cpu_now();
+    let cpu = Cpu::now();
     let mut sent = 0u64;
     while sent < messages {
         if sent - received.load(Ordering::Relaxed) >= WINDOW {
@@ -194,7 +268,7 @@ async fn through_runtime(
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     let elapsed = t.elapsed();
-    let cpu = cpu_now() - cpu;
+    let cpu = Cpu::now().since(&cpu);
     let got = received.load(Ordering::Relaxed);
     anyhow::ensure!(
         got >= messages,
@@ -251,47 +325,64 @@ fn main() -> anyhow::Result<()> {
         "  publish-batch(256 × 100 B)   {:>8.3} µs per message",
         costs.publish_batched_100b / 1e3
     );
+    // The adapter tests' broker helper: a redis-server of our own on a free port.
+    let redis = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(broker::Broker::start(&broker::REDIS, broker::free_port()));
+    let port = redis.port;
+    let pinned = if std::env::var_os("ADAPTER_BENCH_NO_PIN").is_some() {
+        None
+    } else {
+        pin(redis.pid())
+    };
+    // Built after pinning: it sizes its worker pool to the CPUs this process may use.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        // The adapter tests' broker helper: a redis-server of our own on a free port.
-        let redis = broker::Broker::start(&broker::REDIS, broker::free_port()).await;
-        let port = redis.port;
         println!("\nRedis adapter code, {messages} messages of {} B through redis-server (publish → subscribe → deliver):", payload.len());
+        match pinned {
+            Some(cpus) => println!("  (redis-server on CPU {}, this process on CPUs 0-{})", cpus - 1, cpus - 2),
+            None => println!("  (not pinned: redis-server and this process share every CPU)"),
+        }
+        println!("  CPU per message: the whole process (the adapter thread's share)");
         let mut rates = Vec::new();
         let mut cpus = Vec::new();
-        let rate = |d: Duration| messages as f64 / d.as_secs_f64();
+        let mut adapter_cpus = Vec::new();
+        let rate = |d: Duration| messages as f64 / d.as_secs_f64() / 1e6;
         let per_msg = |cpu: Duration| cpu.as_nanos() as f64 / messages as f64 / 1e3;
         for round in 0..rounds {
             let (b, bcpu) = bare(port, messages, &payload).await?;
             // Alternate which goes first, so drift on the shared cores hits both alike.
-            let (n, ncpu, w, wcpu) = if round % 2 == 0 {
-                let (n, ncpu) = through_runtime(&runtime, false, port, messages, &payload).await?;
-                let (w, wcpu) = through_runtime(&runtime, true, port, messages, &payload).await?;
-                (n, ncpu, w, wcpu)
+            let ((n, ncpu), (w, wcpu)) = if round % 2 == 0 {
+                let n = through_runtime(&runtime, false, port, messages, &payload).await?;
+                (n, through_runtime(&runtime, true, port, messages, &payload).await?)
             } else {
-                let (w, wcpu) = through_runtime(&runtime, true, port, messages, &payload).await?;
-                let (n, ncpu) = through_runtime(&runtime, false, port, messages, &payload).await?;
-                (n, ncpu, w, wcpu)
+                let w = through_runtime(&runtime, true, port, messages, &payload).await?;
+                (through_runtime(&runtime, false, port, messages, &payload).await?, w)
             };
             println!(
-                "  round {round}: bare {:>9.0} msg/s ({:.2} µs CPU/msg)   native {:>9.0} msg/s ({:.2} µs CPU/msg)   component {:>9.0} msg/s ({:.2} µs CPU/msg)   component/native {:.2}",
+                "  round {round}: bare {:.2} M msg/s {:.2} µs | native {:.2} M msg/s {:.2} µs ({:.2}) | component {:.2} M msg/s {:.2} µs ({:.2}) | component/native {:.2}",
                 rate(b),
                 per_msg(bcpu),
                 rate(n),
-                per_msg(ncpu),
+                per_msg(ncpu.0),
+                per_msg(ncpu.1),
                 rate(w),
-                per_msg(wcpu),
+                per_msg(wcpu.0),
+                per_msg(wcpu.1),
                 rate(w) / rate(n)
             );
             rates.push(rate(w) / rate(n));
-            cpus.push(per_msg(ncpu) / per_msg(wcpu));
+            cpus.push(per_msg(ncpu.0) / per_msg(wcpu.0));
+            adapter_cpus.push(per_msg(ncpu.1) / per_msg(wcpu.1));
         }
         println!(
-            "  median over {rounds} rounds, component / native (same runtime): throughput {:.2}, CPU per message {:.2} (native's CPU over the component's)",
+            "  median over {rounds} rounds, component / native (same runtime): throughput {:.2}, CPU per message {:.2}, on the adapter thread {:.2} (native's CPU over the component's)",
             median(&mut rates),
-            median(&mut cpus)
+            median(&mut cpus),
+            median(&mut adapter_cpus)
         );
         Ok::<_, anyhow::Error>(())
     })

@@ -52,6 +52,11 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub async fn start(kind: &Kind, port: u16) -> Self {
         Self::start_with(kind, port, &[]).await
     }
