@@ -240,19 +240,29 @@ async fn allow_list_and_socket_limit() {
     let mut buf = [0u8; 12];
     peer.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"hello broker");
+    // Over the bytes-per-call limit (4096), or on a handle that is not open: refused, and
+    // nothing reaches the socket; the next send does.
+    cmd(&r, &format!("send:{conn}:{}", "x".repeat(5000)));
+    counter_reaches(&r.metrics.adapter_errors, 1).await;
+    cmd(&r, &format!("send:{}:lost", conn + 1000));
+    counter_reaches(&r.metrics.adapter_errors, 2).await;
+    cmd(&r, &format!("send:{conn}:after"));
+    let mut buf = [0u8; 5];
+    peer.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"after");
     drop(peer);
     next(&mut r, &format!("fixture/closed/{conn}")).await;
 
     // Forbidden: refused by the host, counted, and the instance lives on.
     cmd(&r, &format!("connect:127.0.0.1:{}", port.wrapping_add(1)));
     counter_reaches(&r.metrics.refused_connects, 1).await;
-    counter_reaches(&r.metrics.adapter_errors, 1).await;
+    counter_reaches(&r.metrics.adapter_errors, 3).await;
 
     // Socket limit (2): the third open connection is refused.
     for _ in 0..3 {
         cmd(&r, &format!("connect:127.0.0.1:{port}"));
     }
-    counter_reaches(&r.metrics.adapter_errors, 2).await;
+    counter_reaches(&r.metrics.adapter_errors, 4).await;
     assert_eq!(r.metrics.restarts.load(Ordering::Relaxed), 0);
 }
 

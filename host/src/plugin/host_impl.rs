@@ -248,6 +248,77 @@ async fn run_socket(
     let _ = jobs.send(Job::Io(IoEvent::Closed(id, reason))).await;
 }
 
+/// `send` and `deliver-batch`, on borrowed bytes: a component's calls reach them straight from
+/// its memory (see `borrowed`), a native adapter's from its own buffers.
+impl StoreState {
+    pub(super) fn send_slice(&self, conn: u32, bytes: &[u8]) -> Result<(), HostError> {
+        self.host.check_size(bytes.len())?;
+        let max = self.host.shared.limits.max_pending_output_bytes;
+        let sock = self
+            .host
+            .sockets
+            .get(&conn)
+            .ok_or(HostError::UnknownHandle)?;
+        let now = sock.pending.load(Ordering::Acquire);
+        if now + bytes.len() > max {
+            return Err(HostError::Limit(format!(
+                "{now} bytes already pending on this connection"
+            )));
+        }
+        // Only this thread adds to `pending`, so zero stays zero until we queue: a direct
+        // write cannot overtake queued bytes. Bytes are copied only when some must wait.
+        let mut rest = bytes;
+        if now == 0 {
+            if let Some(wr) = sock.direct.get() {
+                match wr.try_write(bytes) {
+                    Ok(n) if n == bytes.len() => return Ok(()),
+                    Ok(n) => rest = &bytes[n..],
+                    // Full socket buffer or an error: the writer task waits or reports it.
+                    Err(_) => {}
+                }
+            }
+        }
+        sock.pending.fetch_add(rest.len(), Ordering::AcqRel);
+        sock.out
+            .send(rest.to_vec())
+            .map_err(|_| HostError::UnknownHandle)
+    }
+
+    /// A `packed-messages` buffer, owned by the host already.
+    pub(super) fn deliver_packed(&self, buf: Bytes) -> Result<(), HostError> {
+        // No bound on the whole buffer: it already sat in the instance's bounded memory, and
+        // bounding it would make an adapter lose messages for batching them. Each message is
+        // bounded as `deliver` bounds it.
+        let Some(batch) = packed::unpack(&buf) else {
+            self.host
+                .shared
+                .metrics
+                .deliveries_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(HostError::Limit("malformed deliver-batch buffer".into()));
+        };
+        // Payloads stay slices of the one buffer that crossed the sandbox.
+        let mut first_error = Ok(());
+        for m in batch {
+            let r = match self.host.check_size(m.topic.len() + m.payload.len()) {
+                Ok(()) => self.host.deliver_one(m.topic, buf.slice_ref(m.payload)),
+                Err(e) => {
+                    self.host
+                        .shared
+                        .metrics
+                        .deliveries_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    Err(e)
+                }
+            };
+            if first_error.is_ok() {
+                first_error = r;
+            }
+        }
+        first_error
+    }
+}
+
 impl TypesHost for StoreState {}
 
 impl HostImports for StoreState {
@@ -301,36 +372,7 @@ impl HostImports for StoreState {
     }
 
     fn send(&mut self, conn: u32, bytes: Vec<u8>) -> Result<(), HostError> {
-        self.host.check_size(bytes.len())?;
-        let max = self.host.shared.limits.max_pending_output_bytes;
-        let sock = self
-            .host
-            .sockets
-            .get(&conn)
-            .ok_or(HostError::UnknownHandle)?;
-        let now = sock.pending.load(Ordering::Acquire);
-        if now + bytes.len() > max {
-            return Err(HostError::Limit(format!(
-                "{now} bytes already pending on this connection"
-            )));
-        }
-        // Only this thread adds to `pending`, so zero stays zero until we queue: a direct
-        // write cannot overtake queued bytes.
-        let mut bytes = bytes;
-        if now == 0 {
-            if let Some(wr) = sock.direct.get() {
-                match wr.try_write(&bytes) {
-                    Ok(n) if n == bytes.len() => return Ok(()),
-                    Ok(n) => {
-                        bytes.drain(..n);
-                    }
-                    // Full socket buffer or an error: the writer task waits or reports it.
-                    Err(_) => {}
-                }
-            }
-        }
-        sock.pending.fetch_add(bytes.len(), Ordering::AcqRel);
-        sock.out.send(bytes).map_err(|_| HostError::UnknownHandle)
+        self.send_slice(conn, &bytes)
     }
 
     fn close(&mut self, conn: u32) {
@@ -380,37 +422,7 @@ impl HostImports for StoreState {
     }
 
     fn deliver_batch(&mut self, messages: Vec<u8>) -> Result<(), HostError> {
-        // No bound on the whole buffer: it already sat in the instance's bounded memory, and
-        // bounding it would make an adapter lose messages for batching them. Each message is
-        // bounded as `deliver` bounds it.
-        let buf = Bytes::from(messages);
-        let Some(batch) = packed::unpack(&buf) else {
-            self.host
-                .shared
-                .metrics
-                .deliveries_dropped
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(HostError::Limit("malformed deliver-batch buffer".into()));
-        };
-        // Payloads stay slices of the one buffer that crossed the sandbox.
-        let mut first_error = Ok(());
-        for m in batch {
-            let r = match self.host.check_size(m.topic.len() + m.payload.len()) {
-                Ok(()) => self.host.deliver_one(m.topic, buf.slice_ref(m.payload)),
-                Err(e) => {
-                    self.host
-                        .shared
-                        .metrics
-                        .deliveries_dropped
-                        .fetch_add(1, Ordering::Relaxed);
-                    Err(e)
-                }
-            };
-            if first_error.is_ok() {
-                first_error = r;
-            }
-        }
-        first_error
+        self.deliver_packed(Bytes::from(messages))
     }
 
     fn log(&mut self, level: LogLevel, message: String) {

@@ -8,6 +8,7 @@
 #[doc(hidden)]
 pub mod bench;
 mod bindings;
+mod borrowed;
 pub mod error;
 mod guest;
 mod host_impl;
@@ -141,6 +142,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link_err)?;
         BackplaneAdapter::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)
             .map_err(link_err)?;
+        borrowed::shadow(&mut linker).map_err(link_err)?;
         let pre = linker
             .instantiate_pre(&loaded.component)
             .map_err(link_err)?;

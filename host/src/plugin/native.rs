@@ -51,7 +51,7 @@ impl NativeHost {
         self.with(|s| s.connect(host.to_owned(), port, tls))
     }
     pub fn send(&self, conn: u32, bytes: &[u8]) -> Result<(), HostError> {
-        self.with(|s| s.send(conn, bytes.to_vec()))
+        self.with(|s| s.send_slice(conn, bytes))
     }
     pub fn close(&self, conn: u32) {
         self.with(|s| s.close(conn))
@@ -66,9 +66,9 @@ impl NativeHost {
         self.with(|s| s.deliver(topic.to_owned(), payload.to_vec()))
     }
     /// `deliver-batch`: a `packed-messages` buffer (see `switchyard_packed`), copied once as a
-    /// component's is when it crosses the sandbox.
+    /// component's is when it leaves the sandbox.
     pub fn deliver_packed(&self, packed: &[u8]) -> Result<(), HostError> {
-        self.with(|s| s.deliver_batch(packed.to_vec()))
+        self.with(|s| s.deliver_packed(Bytes::copy_from_slice(packed)))
     }
     pub fn log(&self, level: LogLevel, message: &str) {
         self.with(|s| s.log(level, message.to_owned()))
