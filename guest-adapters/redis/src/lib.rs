@@ -76,6 +76,8 @@ pub struct Redis {
     reconnect_timer: Option<u32>,
     /// Received messages on their way to the host; the buffer is kept between reads.
     inbox: Batch,
+    /// The topic of the last message received, known to be UTF-8.
+    last_topic: String,
     encoder: PublishEncoder,
     /// A batch's commands, before they go out in one send; the buffer is kept between batches.
     outbox: Vec<u8>,
@@ -197,6 +199,7 @@ impl Adapter for Redis {
             topics: BTreeSet::new(),
             reconnect_timer: None,
             inbox: Batch::new(),
+            last_topic: String::new(),
             outbox: Vec::new(),
         };
         r.connect(Which::Publisher);
@@ -278,16 +281,22 @@ impl Adapter for Redis {
         // Everything this read completed goes to the host in as few calls as possible (a call
         // across the sandbox costs more than a message), packed as it is decoded.
         let inbox = &mut self.inbox;
+        let topic = &mut self.last_topic;
         let result = link.decoder.decode(&data, |item| match item {
             Item::Message { channel, payload } => {
-                let Some(topic) = channel.strip_prefix(prefix) else {
+                let Some(name) = proto::strip_prefix(channel, prefix) else {
                     return;
                 };
-                // Our topics are UTF-8; anything else on our prefix is not ours.
-                let Ok(topic) = std::str::from_utf8(topic) else {
-                    not_ours += 1;
-                    return;
-                };
+                // Our topics are UTF-8; anything else on our prefix is not ours. Runs of one
+                // topic are checked once.
+                if !proto::same_bytes(name, topic.as_bytes()) {
+                    let Ok(name) = std::str::from_utf8(name) else {
+                        not_ours += 1;
+                        return;
+                    };
+                    topic.clear();
+                    topic.push_str(name);
+                }
                 // Chunks keep each host call's buffer moderate; the host bounds each message,
                 // not the batch, so chunking is about size, never about loss.
                 if inbox.bytes() + 8 + topic.len() + payload.len() > MAX_DELIVER_BATCH {

@@ -76,6 +76,7 @@ fn publish_head(out: &mut Vec<u8>, prefix: &[u8], topic: &[u8]) {
 }
 
 fn publish_tail(out: &mut Vec<u8>, payload: &[u8]) {
+    out.reserve(payload.len() + 24);
     push_usize(out, payload.len());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(payload);
@@ -101,7 +102,7 @@ impl PublishEncoder {
 
     /// Appends `PUBLISH prefix+topic payload`.
     pub fn encode(&mut self, out: &mut Vec<u8>, topic: &[u8], payload: &[u8]) {
-        if self.head.is_empty() || self.topic != topic {
+        if self.head.is_empty() || !same_bytes(&self.topic, topic) {
             self.topic.clear();
             self.topic.extend_from_slice(topic);
             self.head.clear();
@@ -110,6 +111,14 @@ impl PublishEncoder {
         out.extend_from_slice(&self.head);
         publish_tail(out, payload);
     }
+}
+
+pub use switchyard_adapter_sdk::packed::same_bytes;
+
+/// `name` without `prefix`, when it starts with it (see `same_bytes`).
+pub fn strip_prefix<'a>(name: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let (head, rest) = name.split_at_checked(prefix.len())?;
+    same_bytes(head, prefix).then_some(rest)
 }
 
 /// Bounds on what the decoder accepts from the network.
@@ -587,6 +596,25 @@ mod tests {
                     "{:?}",
                     String::from_utf8_lossy(input)
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn strips_prefixes() {
+        let names: [&[u8]; 7] = [
+            b"",
+            b"a",
+            b"ab",
+            b"sy:app",
+            b"sy:app:1",
+            b"0123456789abcdefX",
+            b"0123456789abcdefY",
+        ];
+        for a in names {
+            for b in names {
+                assert_eq!(same_bytes(a, b), a == b, "{a:?} {b:?}");
+                assert_eq!(strip_prefix(a, b), a.strip_prefix(b), "{a:?} {b:?}");
             }
         }
     }
