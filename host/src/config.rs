@@ -190,11 +190,14 @@ pub struct SandboxLimits {
     pub max_sockets: usize,
     /// Live timers per instance. Default 256.
     pub max_timers: usize,
-    /// Bytes the guest may hand the host in one call (a delivered payload, a send). Default 1 MiB.
+    /// Bytes the guest may hand the host in one call (a delivered payload, a send). Publish
+    /// batches handed to the guest stay under it too, unless one message alone is larger.
+    /// Default 1 MiB.
     pub max_call_bytes: usize,
     /// Unsent bytes queued on one broker connection before `send` refuses. Default 16 MiB.
     pub max_pending_output_bytes: usize,
-    /// Work items (publishes, I/O events) queued for the instance. Default 8192.
+    /// Publishes waiting for the instance (more are dropped and counted), and I/O events
+    /// queued for it: each bounded by this. Default 8192.
     pub queue: usize,
     /// Publishes sent to the guest in one `publish-batch` call at most. Default 256.
     pub max_batch: usize,

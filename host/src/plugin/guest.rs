@@ -3,16 +3,14 @@
 
 use wasmtime::Store;
 
-use bytes::Bytes;
-
 use super::bindings::{
     AdapterError, AdapterExports, BackplaneAdapter, BackplaneAdapterPre, HealthStatus,
 };
 use super::error::Failure;
 use super::host_impl::StoreState;
 use super::instance::IoEvent;
+use super::outbox::Batch;
 use super::sandbox;
-use switchyard_packed as packed;
 
 /// A guest call's outcome: `Err` ends the incarnation (a trap, a missed deadline, a panic),
 /// `Ok(Err)` is the adapter's own error, reported while it lives on.
@@ -22,7 +20,8 @@ pub type Call = wasmtime::Result<Result<(), AdapterError>>;
 pub trait Guest {
     fn init(&mut self, config: &str) -> Call;
     fn publish(&mut self, topic: &str, payload: &[u8]) -> Call;
-    fn publish_batch(&mut self, batch: Vec<(String, Bytes)>) -> Call;
+    /// `publish-batch` with the publishers' `packed-messages` buffer (see `outbox`).
+    fn publish_packed(&mut self, batch: &Batch) -> Call;
     fn subscribe(&mut self, topic: &str) -> Call;
     fn unsubscribe(&mut self, topic: &str) -> Call;
     /// Hands an I/O result to the matching callback, unless its socket or timer is gone.
@@ -37,8 +36,6 @@ pub struct Wasm {
     store: Store<StoreState>,
     bindings: BackplaneAdapter,
     ticks: u64,
-    /// Scratch for `publish-batch`.
-    packed: Vec<u8>,
 }
 
 impl Wasm {
@@ -55,7 +52,6 @@ impl Wasm {
             store,
             bindings,
             ticks,
-            packed: Vec::new(),
         })
     }
 
@@ -75,17 +71,10 @@ impl Guest for Wasm {
         let (store, api) = self.arm();
         api.call_publish(store, topic, payload)
     }
-    fn publish_batch(&mut self, batch: Vec<(String, Bytes)>) -> Call {
-        // One buffer, reused: it crosses into the guest's memory in one copy.
-        let mut packed = std::mem::take(&mut self.packed);
-        packed.clear();
-        for (topic, payload) in &batch {
-            packed::push(&mut packed, topic, payload);
-        }
+    fn publish_packed(&mut self, batch: &Batch) -> Call {
+        // Packed by the publishers already: it crosses into the guest's memory in one copy.
         let (store, api) = self.arm();
-        let result = api.call_publish_batch(store, &packed);
-        self.packed = packed;
-        result
+        api.call_publish_batch(store, &batch.packed)
     }
     fn subscribe(&mut self, topic: &str) -> Call {
         let (store, api) = self.arm();

@@ -4,7 +4,9 @@
 
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
+use std::sync::Arc;
+
+use switchyard_packed as packed;
 use tokio::sync::{mpsc, oneshot};
 use wasmtime::component::ResourceTable;
 use wasmtime::Store;
@@ -14,19 +16,18 @@ use super::error::Failure;
 use super::guest::{self, Guest};
 use super::host_impl::{HostState, Shared, StoreState};
 use super::native::{self, NativeFactory};
+use super::outbox::{Batch, Outbox};
 use super::{sandbox, AdapterMetrics};
-use crate::config::SandboxLimits;
 
-/// Work for an incarnation.
+/// Work for an incarnation. Publishes go through its `Outbox` instead.
 pub enum Job {
-    Publish(String, Bytes),
     Subscribe(String),
     Unsubscribe(String),
     Io(IoEvent),
     Health(oneshot::Sender<HealthStatus>),
     /// Call `shutdown` and end.
     Shutdown,
-    /// Nothing to do but look at the control list (see `Control`).
+    /// Nothing to do but look at the control list and the outbox.
     Wake,
 }
 
@@ -55,6 +56,7 @@ pub enum Exit {
 pub struct Incarnation {
     pub jobs: mpsc::Sender<Job>,
     pub control: Control,
+    pub outbox: Arc<Outbox>,
     /// Resolves once `init` succeeded or failed.
     pub ready: oneshot::Receiver<Result<(), Failure>>,
     /// Resolves when the thread ends.
@@ -76,8 +78,13 @@ pub fn spawn(code: Code, shared: Shared, config_json: String) -> Incarnation {
     let io_jobs = jobs_tx.clone();
     let control = Control::default();
     let thread_control = control.clone();
+    let outbox = Arc::new(Outbox::new(
+        shared.limits.queue,
+        shared.limits.max_batch,
+        shared.limits.max_call_bytes,
+    ));
+    let thread_outbox = outbox.clone();
     let spawned = std::thread::Builder::new().name(name).spawn(move || {
-        let limits = shared.limits.clone();
         let metrics = shared.metrics.clone();
         let guest: Result<Box<dyn Guest>, Failure> = match &code {
             Code::Component(pre) => {
@@ -92,11 +99,11 @@ pub fn spawn(code: Code, shared: Shared, config_json: String) -> Incarnation {
         let exit = match guest {
             Ok(g) => run(
                 g,
-                &limits,
                 &metrics,
                 &config_json,
                 jobs_rx,
                 thread_control,
+                &thread_outbox,
                 ready_tx,
             ),
             Err(f) => {
@@ -113,6 +120,7 @@ pub fn spawn(code: Code, shared: Shared, config_json: String) -> Incarnation {
     Incarnation {
         jobs: jobs_tx,
         control,
+        outbox,
         ready: ready_rx,
         exit: exit_rx,
     }
@@ -142,11 +150,11 @@ pub(super) fn new_store(
 
 fn run(
     mut guest: Box<dyn Guest>,
-    limits: &SandboxLimits,
     metrics: &AdapterMetrics,
     config_json: &str,
     mut jobs: mpsc::Receiver<Job>,
     control: Control,
+    outbox: &Outbox,
     ready: oneshot::Sender<Result<(), Failure>>,
 ) -> Exit {
     let init = match guest.init(config_json) {
@@ -161,64 +169,107 @@ fn run(
     }
     let _ = ready.send(Ok(()));
 
-    let mut held: Option<Job> = None;
     loop {
         let pending_control = control
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop_front();
-        let next = match pending_control {
-            Some(c) => Some(c),
-            None => held.take().or_else(|| jobs.blocking_recv()),
-        };
-        let Some(job) = next else {
-            return Exit::Stopped;
-        };
-        let outcome = match job {
-            Job::Publish(topic, payload) => {
-                let mut batch = vec![(topic, payload)];
-                // Publishes that queued up go to the guest in one call.
-                while batch.len() < limits.max_batch {
-                    match jobs.try_recv() {
-                        Ok(Job::Publish(t, p)) => batch.push((t, p)),
-                        Ok(other) => {
-                            held = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                metrics
-                    .publishes
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                if batch.len() == 1 {
-                    let (topic, payload) = &batch[0];
-                    guest.publish(topic, payload)
-                } else {
-                    guest.publish_batch(batch)
-                }
+        if let Some(job) = pending_control {
+            match handle(&mut *guest, metrics, job) {
+                Ok(Some(exit)) => return exit,
+                Ok(None) => continue,
+                Err(f) => return Exit::Failed(f),
             }
-            Job::Subscribe(t) => guest.subscribe(&t),
-            Job::Unsubscribe(t) => guest.unsubscribe(&t),
-            Job::Io(ev) => guest.on_event(ev).map(Ok),
-            Job::Health(reply) => guest.health().map(|h| {
-                let _ = reply.send(h);
-                Ok(())
-            }),
-            Job::Shutdown => {
-                guest.shutdown();
-                return Exit::Stopped;
-            }
-            Job::Wake => continue,
-        };
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                metrics.adapter_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %describe(&e), "adapter call returned an error");
-            }
-            Err(e) => return Exit::Failed(Failure::from_call(&e)),
         }
+        // One batch of publishes, then one job if any waits: neither starves the other. The
+        // thread sleeps only with the outbox empty; a publish into an empty outbox queues a
+        // `Wake`.
+        let published = match outbox.take() {
+            Some(batch) => {
+                let outcome = publish(&mut *guest, metrics, &batch);
+                outbox.recycle(batch.packed);
+                if let Err(f) = outcome {
+                    return Exit::Failed(f);
+                }
+                true
+            }
+            None => false,
+        };
+        let next = if published {
+            jobs.try_recv().ok()
+        } else {
+            jobs.blocking_recv()
+        };
+        let job = match next {
+            Some(job) => job,
+            None if published => continue,
+            None => return Exit::Stopped,
+        };
+        if let Job::Shutdown = job {
+            // What was published before the shutdown still goes out.
+            while let Some(batch) = outbox.take() {
+                if let Err(f) = publish(&mut *guest, metrics, &batch) {
+                    return Exit::Failed(f);
+                }
+            }
+        }
+        match handle(&mut *guest, metrics, job) {
+            Ok(Some(exit)) => return exit,
+            Ok(None) => {}
+            Err(f) => return Exit::Failed(f),
+        }
+    }
+}
+
+/// Hands one batch to the guest: `publish` for a single message, `publish-batch` otherwise.
+fn publish(guest: &mut dyn Guest, metrics: &AdapterMetrics, batch: &Batch) -> Result<(), Failure> {
+    metrics
+        .publishes
+        .fetch_add(batch.count as u64, Ordering::Relaxed);
+    let single = (batch.count == 1)
+        .then(|| packed::unpack(&batch.packed))
+        .flatten();
+    let call = match single.as_deref() {
+        Some([one]) => guest.publish(one.topic, one.payload),
+        _ => guest.publish_packed(batch),
+    };
+    outcome(metrics, call)
+}
+
+/// Runs one job. `Ok(Some(exit))` ends the incarnation as asked.
+fn handle(
+    guest: &mut dyn Guest,
+    metrics: &AdapterMetrics,
+    job: Job,
+) -> Result<Option<Exit>, Failure> {
+    let call = match job {
+        Job::Subscribe(t) => guest.subscribe(&t),
+        Job::Unsubscribe(t) => guest.unsubscribe(&t),
+        Job::Io(ev) => guest.on_event(ev).map(Ok),
+        Job::Health(reply) => guest.health().map(|h| {
+            let _ = reply.send(h);
+            Ok(())
+        }),
+        Job::Shutdown => {
+            guest.shutdown();
+            return Ok(Some(Exit::Stopped));
+        }
+        Job::Wake => return Ok(None),
+    };
+    outcome(metrics, call).map(|()| None)
+}
+
+/// A call's result: the adapter's own errors are counted and logged, a trap ends the
+/// incarnation.
+fn outcome(metrics: &AdapterMetrics, call: super::guest::Call) -> Result<(), Failure> {
+    match call {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            metrics.adapter_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %describe(&e), "adapter call returned an error");
+            Ok(())
+        }
+        Err(e) => Err(Failure::from_call(&e)),
     }
 }
 

@@ -15,6 +15,7 @@ mod host_impl;
 mod instance;
 mod loader;
 pub mod native;
+mod outbox;
 pub mod sandbox;
 mod supervisor;
 

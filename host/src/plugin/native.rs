@@ -18,6 +18,7 @@ pub use super::bindings::{AdapterError, HealthStatus, HostError, LogLevel};
 use super::guest::{Call, Guest};
 use super::host_impl::StoreState;
 use super::instance::IoEvent;
+use super::outbox::Batch;
 pub use switchyard_packed::MessageRef;
 
 /// The adapter exports, natively. Same meaning as in `wit/adapter@0.1.0/adapter.wit`.
@@ -113,12 +114,11 @@ impl Guest for Native {
     fn publish(&mut self, topic: &str, payload: &[u8]) -> Call {
         self.call(|a| a.publish(topic, payload))
     }
-    fn publish_batch(&mut self, batch: Vec<(String, Bytes)>) -> Call {
-        // Borrowed straight from the queue; a component gets a copy in its memory instead.
-        let batch: Vec<MessageRef<'_>> = batch
-            .iter()
-            .map(|(topic, payload)| MessageRef { topic, payload })
-            .collect();
+    fn publish_packed(&mut self, batch: &Batch) -> Call {
+        // Borrowed from the publishers' buffer; a component gets a copy in its memory instead.
+        let Some(batch) = switchyard_packed::unpack(&batch.packed) else {
+            return Ok(Err(AdapterError::Other("malformed publish batch".into())));
+        };
         self.call(|a| a.publish_batch(&batch))
     }
     fn subscribe(&mut self, topic: &str) -> Call {

@@ -14,8 +14,16 @@ use super::bindings::HealthStatus;
 use super::error::Failure;
 use super::host_impl::Shared;
 use super::instance::{self, Code, Control, Exit, Job};
+use super::outbox::Outbox;
 use crate::backplane::{Backplane, BackplaneStatus};
 use crate::config::RestartPolicy;
+
+/// Where work for the live incarnation goes.
+struct Live {
+    jobs: mpsc::Sender<Job>,
+    control: Control,
+    outbox: Arc<Outbox>,
+}
 
 /// The handle the node holds: publish, subscribe, and read the status.
 #[derive(Clone)]
@@ -25,8 +33,9 @@ pub struct Supervised {
 
 struct Inner {
     shared: Shared,
-    /// The live incarnation's queue and control list; `None` while (re)starting or failed.
-    current: RwLock<Option<(mpsc::Sender<Job>, Control)>>,
+    /// The live incarnation's queue, control list and outbox; `None` while (re)starting or
+    /// failed.
+    current: RwLock<Option<Live>>,
     /// Every topic the node wants, replayed into each new incarnation.
     subscriptions: Mutex<BTreeSet<String>>,
     status: Mutex<BackplaneStatus>,
@@ -55,7 +64,7 @@ impl Supervised {
     fn send(&self, job: Job) -> bool {
         let current = self.inner.current.read().unwrap_or_else(|e| e.into_inner());
         match current.as_ref() {
-            Some((tx, _)) => tx.try_send(job).is_ok(),
+            Some(live) => live.jobs.try_send(job).is_ok(),
             None => false,
         }
     }
@@ -66,12 +75,12 @@ impl Supervised {
     /// the next one's replay covers it.
     fn control(&self, job: Job) {
         let current = self.inner.current.read().unwrap_or_else(|e| e.into_inner());
-        if let Some((tx, control)) = current.as_ref() {
-            control
+        if let Some(live) = current.as_ref() {
+            live.control
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push_back(job);
-            let _ = tx.try_send(Job::Wake);
+            let _ = live.jobs.try_send(Job::Wake);
         }
     }
 
@@ -109,8 +118,18 @@ fn set_status(inner: &Inner, s: BackplaneStatus) {
 
 impl Backplane for Supervised {
     fn publish(&self, topic: &str, payload: Bytes) {
-        if !self.send(Job::Publish(topic.to_owned(), payload)) {
-            // Nothing blocks the caller: with no live incarnation or a full queue the message
+        let current = self.inner.current.read().unwrap_or_else(|e| e.into_inner());
+        let queued = current.as_ref().map(|live| {
+            let pushed = live.outbox.push(topic, &payload);
+            // Into an empty outbox: the thread may be asleep. With the job queue full it is
+            // busy, and looks at the outbox between jobs anyway.
+            if pushed == Ok(true) {
+                let _ = live.jobs.try_send(Job::Wake);
+            }
+            pushed.is_ok()
+        });
+        if queued != Some(true) {
+            // Nothing blocks the caller: with no live incarnation or a full outbox the message
             // is lost, and counted.
             self.inner
                 .shared
@@ -172,8 +191,11 @@ async fn supervise(inner: Arc<Inner>, code: Code, config_json: String, policy: R
             Ok(()) => {
                 // Make the incarnation current first, then replay: a subscribe racing with
                 // the replay then reaches it either way (subscribe is idempotent).
-                *inner.current.write().unwrap_or_else(|e| e.into_inner()) =
-                    Some((inc.jobs.clone(), inc.control.clone()));
+                *inner.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Live {
+                    jobs: inc.jobs.clone(),
+                    control: inc.control.clone(),
+                    outbox: inc.outbox.clone(),
+                });
                 let topics: Vec<String> = inner
                     .subscriptions
                     .lock()
