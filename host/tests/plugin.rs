@@ -375,6 +375,27 @@ async fn a_crash_loop_ends_in_the_failed_state() {
     assert_eq!(r.metrics.publish_dropped.load(Ordering::Relaxed), 1);
 }
 
+/// Every publish is handed to a guest or counted as dropped: refused by a full outbox, or
+/// left waiting in the outbox of an incarnation that ended.
+#[tokio::test]
+async fn publishes_are_handed_over_or_counted_when_an_incarnation_dies() {
+    let mut cfg = config("fixture");
+    cfg.limits.queue = 4;
+    let mut r = start(cfg).await;
+    let before = r.metrics.publishes.load(Ordering::Relaxed);
+    cmd(&r, "spin");
+    // Published while the guest spins: four wait in the outbox, the rest are refused.
+    next(&mut r, "fixture/spinning").await;
+    for i in 0..50 {
+        r.sup.publish("t", Bytes::from(format!("{i}")));
+    }
+    // The spin ends in a missed deadline and a restart.
+    counter_reaches(&r.metrics.restarts, 1).await;
+    let handed = r.metrics.publishes.load(Ordering::Relaxed) - before;
+    let dropped = r.metrics.publish_dropped.load(Ordering::Relaxed);
+    assert_eq!((handed, dropped), (1, 50));
+}
+
 #[tokio::test]
 async fn a_rejected_config_fails_at_once() {
     let (r, s) = start_failing("bad-config").await;

@@ -88,6 +88,13 @@ impl Outbox {
         Some(batch)
     }
 
+    /// Empties the outbox of an incarnation that ended, returning how many messages were lost.
+    pub fn abandon(&self) -> usize {
+        let mut s = self.state();
+        s.batches.clear();
+        std::mem::take(&mut s.waiting)
+    }
+
     /// Gives a taken batch's buffer back for reuse.
     pub fn recycle(&self, mut packed: Vec<u8>) {
         if packed.capacity() > SPARE_BYTES {
@@ -147,5 +154,9 @@ mod tests {
         assert_eq!(o.push("t", b"3"), Err(Full));
         assert_eq!(o.take().unwrap().count, 2);
         assert!(o.push("t", b"4").is_ok());
+        assert!(o.push("t", b"5").is_ok());
+        assert_eq!(o.abandon(), 2);
+        assert!(o.take().is_none());
+        assert_eq!(o.push("t", b"6"), Ok(true));
     }
 }

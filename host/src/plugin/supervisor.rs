@@ -220,6 +220,13 @@ async fn supervise(inner: Arc<Inner>, code: Code, config_json: String, policy: R
                     }
                 };
                 *inner.current.write().unwrap_or_else(|e| e.into_inner()) = None;
+                // Publishes the ended incarnation never took are lost: count them.
+                let lost = inc.outbox.abandon() as u64;
+                inner
+                    .shared
+                    .metrics
+                    .publish_dropped
+                    .fetch_add(lost, Ordering::Relaxed);
                 match exit {
                     Exit::Stopped => {
                         set_status(&inner, BackplaneStatus::Stopped);
