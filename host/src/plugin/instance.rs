@@ -1,9 +1,9 @@
-//! One incarnation of an adapter: an OS thread that owns the `Store` and takes work from a
-//! bounded queue. A dedicated thread because sync WASI must not run on a tokio worker, and
-//! because a guest call, however short, should never stall the server's async tasks.
+//! One incarnation of an adapter: an OS thread that owns the `Store` and takes publishes from
+//! its outbox and other work from a bounded queue. A dedicated thread because sync WASI must
+//! not run on a tokio worker, and because a guest call, however short, should never stall the
+//! server's async tasks.
 
 use std::sync::atomic::Ordering;
-
 use std::sync::Arc;
 
 use switchyard_packed as packed;
