@@ -208,7 +208,9 @@ fn run(
         if let Job::Shutdown = job {
             // What was published before the shutdown still goes out.
             while let Some(batch) = outbox.take() {
-                if let Err(f) = publish(&mut *guest, metrics, &batch) {
+                let outcome = publish(&mut *guest, metrics, &batch);
+                outbox.recycle(batch.packed);
+                if let Err(f) = outcome {
                     return Exit::Failed(f);
                 }
             }

@@ -107,6 +107,19 @@ impl Supervised {
     }
 }
 
+/// How long a stopping incarnation gets to publish what waits in its outbox.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Publishes an ended incarnation never took are lost: count them.
+fn count_abandoned(inner: &Inner, outbox: &Outbox) {
+    let lost = outbox.abandon() as u64;
+    inner
+        .shared
+        .metrics
+        .publish_dropped
+        .fetch_add(lost, Ordering::Relaxed);
+}
+
 fn set_status(inner: &Inner, s: BackplaneStatus) {
     inner
         .shared
@@ -210,23 +223,23 @@ async fn supervise(inner: Arc<Inner>, code: Code, config_json: String, policy: R
                 }
                 set_status(&inner, BackplaneStatus::Running);
                 tracing::info!(adapter = %name, "adapter running");
+                let mut ended = inc.exit;
                 let exit = tokio::select! {
-                    e = inc.exit => e.unwrap_or(Exit::Failed(Failure::Trap("the adapter thread panicked".into()))),
+                    e = &mut ended => e.unwrap_or(Exit::Failed(Failure::Trap("the adapter thread panicked".into()))),
                     _ = inner.stop.notified() => {
                         *inner.current.write().unwrap_or_else(|e| e.into_inner()) = None;
+                        // The thread publishes what waits in the outbox before it shuts down;
+                        // whatever it could not (a trap, a thread already gone, no time) is
+                        // counted.
                         let _ = inc.jobs.send(Job::Shutdown).await;
+                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, &mut ended).await;
+                        count_abandoned(&inner, &inc.outbox);
                         set_status(&inner, BackplaneStatus::Stopped);
                         return;
                     }
                 };
                 *inner.current.write().unwrap_or_else(|e| e.into_inner()) = None;
-                // Publishes the ended incarnation never took are lost: count them.
-                let lost = inc.outbox.abandon() as u64;
-                inner
-                    .shared
-                    .metrics
-                    .publish_dropped
-                    .fetch_add(lost, Ordering::Relaxed);
+                count_abandoned(&inner, &inc.outbox);
                 match exit {
                     Exit::Stopped => {
                         set_status(&inner, BackplaneStatus::Stopped);
