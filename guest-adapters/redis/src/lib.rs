@@ -25,6 +25,10 @@ pub struct Config {
     pub prefix: String,
     pub reconnect_initial_ms: u64,
     pub reconnect_max_ms: u64,
+    /// Bytes of commands handed to the host per `send`; a batch goes out in as many sends as
+    /// it needs. Keep it under the host's `adapter.limits.max_call_bytes` (1 MiB by default),
+    /// which refuses a larger send whole.
+    pub max_send_bytes: usize,
 }
 
 impl Default for Config {
@@ -37,6 +41,7 @@ impl Default for Config {
             prefix: "switchyard:".into(),
             reconnect_initial_ms: 100,
             reconnect_max_ms: 1000,
+            max_send_bytes: 64 * 1024,
         }
     }
 }
@@ -217,17 +222,29 @@ impl Adapter for Redis {
         self.send(self.publisher.conn, &out)
     }
 
-    /// Pipelines the whole batch in one send.
+    /// Pipelines the batch, in sends of at most `max_send_bytes` (plus one message): its
+    /// commands are larger than the batch the host handed over, and a send over the host's
+    /// per-call bound would be refused whole.
     fn publish_batch(&mut self, messages: &[MessageRef<'_>]) -> Result<(), Error> {
         if !self.publisher.up {
             return Err(Error::Unavailable("Redis publisher not connected".into()));
         }
         let mut out = std::mem::take(&mut self.outbox);
         out.clear();
+        let mut result = Ok(());
         for m in messages {
             self.encoder.encode(&mut out, m.topic.as_bytes(), m.payload);
+            if out.len() >= self.cfg.max_send_bytes {
+                result = self.send(self.publisher.conn, &out);
+                out.clear();
+                if result.is_err() {
+                    break;
+                }
+            }
         }
-        let result = self.send(self.publisher.conn, &out);
+        if result.is_ok() && !out.is_empty() {
+            result = self.send(self.publisher.conn, &out);
+        }
         self.outbox = out;
         result
     }
@@ -376,6 +393,7 @@ export_adapter!(Redis);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchyard_adapter_sdk::HostError;
 
     #[test]
     fn config_defaults_and_auth() {
@@ -389,5 +407,75 @@ mod tests {
             Config::parse(r#"{"hots":"x"}"#).is_err(),
             "unknown keys are refused"
         );
+    }
+
+    /// A host that records sends and refuses one over `limit`, as the real one does.
+    struct Recorder {
+        sends: std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>>,
+        limit: usize,
+        next: u32,
+    }
+
+    impl switchyard_adapter_sdk::native::Host for Recorder {
+        fn connect(&mut self, _: &str, _: u16, _: bool) -> Result<u32, HostError> {
+            self.next += 1;
+            Ok(self.next)
+        }
+        fn send(&mut self, _: u32, bytes: &[u8]) -> Result<(), HostError> {
+            if bytes.len() > self.limit {
+                return Err(HostError::Limit("too big".into()));
+            }
+            self.sends.borrow_mut().push(bytes.to_vec());
+            Ok(())
+        }
+        fn close(&mut self, _: u32) {}
+        fn set_timer(&mut self, _: u64) -> Result<u32, HostError> {
+            Ok(1)
+        }
+        fn cancel_timer(&mut self, _: u32) {}
+        fn deliver(&mut self, _: &str, _: &[u8]) -> Result<(), HostError> {
+            Ok(())
+        }
+        fn deliver_packed(&mut self, _: &[u8]) -> Result<(), HostError> {
+            Ok(())
+        }
+        fn log(&mut self, _: LogLevel, _: &str) {}
+        fn node_id(&mut self) -> String {
+            "n".into()
+        }
+        fn now_ms(&mut self) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn a_batch_larger_than_one_send_goes_out_in_several() {
+        let sends = std::rc::Rc::default();
+        switchyard_adapter_sdk::native::install(Box::new(Recorder {
+            sends: std::rc::Rc::clone(&sends),
+            limit: 4096,
+            next: 0,
+        }));
+        let mut r = Redis::init(r#"{"max_send_bytes": 2048}"#, None).unwrap();
+        let publisher = r.publisher.conn.unwrap();
+        r.on_connected(publisher);
+        // 100 messages: 20 KB packed, more as commands; every send under the host's bound.
+        let payload = [b'x'; 200];
+        let batch: Vec<MessageRef<'_>> = (0..100)
+            .map(|_| MessageRef {
+                topic: "t",
+                payload: &payload,
+            })
+            .collect();
+        r.publish_batch(&batch).unwrap();
+        switchyard_adapter_sdk::native::uninstall();
+        let sends = sends.borrow();
+        assert!(sends.len() > 1);
+        assert!(sends.iter().all(|s| s.len() <= 4096));
+        let mut want = Vec::new();
+        for m in &batch {
+            proto::encode_publish(&mut want, b"switchyard:", b"t", m.payload);
+        }
+        assert_eq!(sends.concat(), want);
     }
 }

@@ -292,9 +292,10 @@ fn parse_int_reply(buf: &[u8]) -> Result<Option<(Item<'_>, usize)>, ParseError> 
     }
 }
 
-/// Digits in a bulk length the fast path reads (`MAX_BULK` has 9); longer ones, too large
-/// anyway, go to the general parser, which says so once their line is complete.
-const MAX_LEN_DIGITS: usize = 10;
+/// Digits in a bulk length the fast path reads: as many as the general parser's integers
+/// (19 cannot overflow a `u64`; leading zeros are allowed). Longer ones go to the general
+/// parser, which refuses them once their line is complete.
+const MAX_LEN_DIGITS: usize = 19;
 
 /// A bulk string's `len\r\nbody\r\n`, from just after its `$`: the body and where the next
 /// value starts. The length is read in the same pass that finds its end. `Ok(None)`: not a
@@ -322,12 +323,19 @@ fn bulk_body(buf: &[u8], at: usize) -> Result<Option<(&[u8], usize)>, ParseError
         Some(_) => return Ok(None),
         None => return Err(ParseError::Incomplete),
     }
+    if n > i64::MAX as u64 {
+        // Not an integer to the general parser: it says so.
+        return Ok(None);
+    }
     if n > MAX_BULK as u64 {
         return Err(ParseError::Invalid("bulk string too large"));
     }
     let start = i + 2;
-    let end = start + n as usize;
-    if buf.len() < end + 2 {
+    // n <= MAX_BULK; checked anyway, for a 32-bit usize.
+    let end = start
+        .checked_add(n as usize)
+        .ok_or(ParseError::Invalid("bulk string too large"))?;
+    if buf.len() < end.saturating_add(2) {
         return Err(ParseError::Incomplete);
     }
     if buf[end] != b'\r' || buf[end + 1] != b'\n' {
@@ -558,7 +566,7 @@ mod tests {
 
     #[test]
     fn the_message_fast_path_agrees_with_the_general_parser() {
-        let frames: [&[u8]; 20] = [
+        let frames: [&[u8]; 23] = [
             b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhello\r\n",
             b"*3\r\n$7\r\nmessage\r\n$0\r\n\r\n$0\r\n\r\n",
             b"*3\r\n$7\r\nmessage\r\n$-1\r\n$1\r\nx\r\n",
@@ -579,6 +587,9 @@ mod tests {
             b":\r\n",
             b":1x\r\n",
             b":1\rx",
+            b"*3\r\n$7\r\nmessage\r\n$00000000001\r\nc\r\n$0000000000000000001\r\nx\r\n",
+            b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$00000000000000000001\r\nx\r\n",
+            b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$9999999999999999999\r\n",
         ];
         for frame in frames {
             // Alone, followed by a reply, and cut short anywhere.
