@@ -124,6 +124,9 @@ pub struct AdapterConfig {
     pub cache_dir: Option<PathBuf>,
     /// Broker endpoints the adapter may connect to, as `host:port`. Nothing else is reachable.
     pub allow: Vec<String>,
+    /// PEM certificates of CAs to trust for the adapter's TLS connections, besides the
+    /// Mozilla roots built in (for brokers behind a private CA). Optional.
+    pub tls_ca_file: Option<PathBuf>,
     /// The adapter's own settings, handed to its `init` as JSON.
     pub config: serde_json::Value,
     pub limits: SandboxLimits,
@@ -137,6 +140,7 @@ impl Default for AdapterConfig {
             plugins_dir: PathBuf::from("plugins"),
             cache_dir: None,
             allow: Vec::new(),
+            tls_ca_file: None,
             config: serde_json::Value::Object(Default::default()),
             limits: SandboxLimits::default(),
             restart: RestartPolicy::default(),
@@ -542,6 +546,15 @@ impl Config {
                 return Err(invalid(format!("adapter.allow[{i}]"), "must be host:port"));
             }
         }
+        if let Some(path) = &a.tls_ca_file {
+            if let Err(why) = crate::plugin::tls::read_ca_file(path) {
+                return Err(ConfigError::Invalid {
+                    origin: origin.into(),
+                    key: "adapter.tls_ca_file".into(),
+                    message: why,
+                });
+            }
+        }
         let l = &a.limits;
         let sandbox = [
             ("memory_bytes", l.memory_bytes as u64),
@@ -697,6 +710,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("webhooks[0].url"));
+        let cfg = Config::from_toml(
+            "[adapter]\ntls_ca_file = '/nonexistent/ca.pem'\n[[apps]]\nid='a'\nkey='k'\nsecret='s'\n",
+        )
+        .unwrap();
+        let err = cfg.validate("f").unwrap_err().to_string();
+        assert!(
+            err.contains("adapter.tls_ca_file") && err.contains("/nonexistent/ca.pem"),
+            "{err}"
+        );
     }
 
     #[test]

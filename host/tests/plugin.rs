@@ -56,6 +56,7 @@ fn config(driver: &str) -> AdapterConfig {
         plugins_dir: plugins_dir(&[driver]),
         cache_dir: None,
         allow: Vec::new(),
+        tls_ca_file: None,
         config: serde_json::json!({}),
         limits: SandboxLimits {
             memory_bytes: 16 << 20,

@@ -19,6 +19,9 @@ use proto::{Decoder, Item, PublishEncoder, Value};
 pub struct Config {
     pub host: String,
     pub port: u16,
+    /// Connect with TLS (the host does the handshake and checks the certificate against
+    /// `host`).
+    pub tls: bool,
     pub username: Option<String>,
     pub password: Option<String>,
     /// Prepended to every topic to form the Redis channel name.
@@ -36,6 +39,7 @@ impl Default for Config {
         Self {
             host: "127.0.0.1".into(),
             port: 6379,
+            tls: false,
             username: None,
             password: None,
             prefix: "switchyard:".into(),
@@ -109,7 +113,7 @@ impl Redis {
     }
 
     fn connect(&mut self, which: Which) {
-        let result = host::connect(&self.cfg.host, self.cfg.port, false);
+        let result = host::connect(&self.cfg.host, self.cfg.port, self.cfg.tls);
         let link = self.link(which);
         match result {
             Ok(c) => {

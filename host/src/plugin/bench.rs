@@ -44,6 +44,7 @@ pub fn call_costs(runtime: &Runtime, path: &Path, iterations: u32) -> wasmtime::
         deliveries,
         keep: None,
         metrics: std::sync::Arc::new(AdapterMetrics::default()),
+        tls: std::sync::Arc::new(Err("no TLS in the call-cost bench".into())),
     };
     let mut store = super::instance::new_store(runtime.engine(), shared, jobs);
     let ticks = sandbox::deadline_ticks(&limits);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use wasmtime::component::ResourceTable;
@@ -18,6 +18,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::{HostError, HostImports, LogLevel, TypesHost};
 use super::instance::{IoEvent, Job};
 use super::sandbox::AllowList;
+use super::tls::{self, Tls};
 use super::AdapterMetrics;
 use crate::config::SandboxLimits;
 use switchyard_packed as packed;
@@ -54,6 +55,8 @@ pub struct Shared {
     /// messages echoed by the broker here, sparing a hand-off per message).
     pub keep: Option<DeliveryFilter>,
     pub metrics: Arc<AdapterMetrics>,
+    /// For connections the adapter opens with TLS.
+    pub tls: Arc<Tls>,
 }
 
 /// `keep(topic, payload)`: false drops the delivery silently.
@@ -166,10 +169,12 @@ impl HostState {
 }
 
 /// Opens the connection, then pumps bytes both ways until either side ends.
+#[allow(clippy::too_many_arguments)]
 async fn run_socket(
     id: u32,
     host: String,
     port: u16,
+    tls: Option<Arc<Tls>>,
     mut out: mpsc::UnboundedReceiver<Vec<u8>>,
     pending: Arc<AtomicUsize>,
     direct: Arc<std::sync::OnceLock<Arc<tokio::net::tcp::OwnedWriteHalf>>>,
@@ -202,10 +207,25 @@ async fn run_socket(
         }
     };
     let _ = stream.set_nodelay(true);
+    if let Some(tls) = tls {
+        // Encrypted: no direct writes from the adapter's thread (the TLS session lives in
+        // this task); everything goes through the writer below.
+        let reason = match handshake(&tls, &host, stream).await {
+            Ok(stream) => {
+                if jobs.send(Job::Io(IoEvent::Connected(id))).await.is_err() {
+                    return;
+                }
+                pump_tls(id, stream, out, pending, &jobs).await
+            }
+            Err(why) => why,
+        };
+        let _ = jobs.send(Job::Io(IoEvent::Closed(id, reason))).await;
+        return;
+    }
     if jobs.send(Job::Io(IoEvent::Connected(id))).await.is_err() {
         return;
     }
-    let (mut rd, wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
     let wr = Arc::new(wr);
     let _ = direct.set(wr.clone());
     let writer = async {
@@ -224,28 +244,74 @@ async fn run_socket(
         }
         Ok::<_, std::io::Error>(())
     };
-    let reader = async {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = rd.read(&mut buf).await?;
-            if n == 0 {
-                return Ok::<_, std::io::Error>("closed by peer".to_string());
-            }
-            // Awaiting here is the backpressure: a slow guest slows reads from the broker.
-            if jobs
-                .send(Job::Io(IoEvent::Data(id, buf[..n].to_vec())))
-                .await
-                .is_err()
-            {
-                return Ok("incarnation gone".into());
-            }
-        }
-    };
     let reason = tokio::select! {
         r = writer => match r { Ok(()) => "closed".to_string(), Err(e) => format!("write failed: {e}") },
-        r = reader => match r { Ok(why) => why, Err(e) => format!("read failed: {e}") },
+        r = read_loop(id, rd, &jobs) => match r { Ok(why) => why, Err(e) => format!("read failed: {e}") },
     };
     let _ = jobs.send(Job::Io(IoEvent::Closed(id, reason))).await;
+}
+
+/// Hands each read to the incarnation until the peer closes. Awaiting the queue is the
+/// backpressure: a slow guest slows reads from the broker.
+async fn read_loop(
+    id: u32,
+    mut rd: impl tokio::io::AsyncRead + Unpin,
+    jobs: &mpsc::Sender<Job>,
+) -> std::io::Result<String> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = rd.read(&mut buf).await?;
+        if n == 0 {
+            return Ok("closed by peer".into());
+        }
+        if jobs
+            .send(Job::Io(IoEvent::Data(id, buf[..n].to_vec())))
+            .await
+            .is_err()
+        {
+            return Ok("incarnation gone".into());
+        }
+    }
+}
+
+/// The TLS handshake, within the connect timeout; the error says which step failed.
+async fn handshake(
+    tls: &Tls,
+    host: &str,
+    stream: tokio::net::TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let connector = tls
+        .as_ref()
+        .map_err(|e| format!("TLS is not available: {e}"))?;
+    let name = tls::server_name(host)?;
+    match tokio::time::timeout(Duration::from_secs(10), connector.connect(name, stream)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+        Err(_) => Err("TLS handshake timed out".into()),
+    }
+}
+
+/// `run_socket`'s pump for an encrypted connection.
+async fn pump_tls(
+    id: u32,
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    mut out: mpsc::UnboundedReceiver<Vec<u8>>,
+    pending: Arc<AtomicUsize>,
+    jobs: &mpsc::Sender<Job>,
+) -> String {
+    let (rd, mut wr) = tokio::io::split(stream);
+    let writer = async {
+        while let Some(buf) = out.recv().await {
+            wr.write_all(&buf).await?;
+            wr.flush().await?;
+            pending.fetch_sub(buf.len(), Ordering::Release);
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::select! {
+        r = writer => match r { Ok(()) => "closed".to_string(), Err(e) => format!("write failed: {e}") },
+        r = read_loop(id, rd, jobs) => match r { Ok(why) => why, Err(e) => format!("read failed: {e}") },
+    }
 }
 
 /// `send` and `deliver-batch`, on borrowed bytes: a component's calls reach them straight from
@@ -324,11 +390,6 @@ impl TypesHost for StoreState {}
 impl HostImports for StoreState {
     fn connect(&mut self, host: String, port: u16, tls: bool) -> Result<u32, HostError> {
         let h = &mut self.host;
-        if tls {
-            return Err(HostError::NotAllowed(
-                "TLS connections are not supported by this host yet".into(),
-            ));
-        }
         if !h.shared.allow.permits(&host, port) {
             h.shared
                 .metrics
@@ -353,6 +414,7 @@ impl HostImports for StoreState {
                 id,
                 host,
                 port,
+                tls.then(|| h.shared.tls.clone()),
                 out_rx,
                 pending.clone(),
                 direct.clone(),

@@ -18,6 +18,7 @@ pub mod native;
 mod outbox;
 pub mod sandbox;
 mod supervisor;
+pub(crate) mod tls;
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -219,6 +220,7 @@ fn supervise(
         deliveries,
         keep,
         metrics: metrics.clone(),
+        tls: Arc::new(tls::connector(cfg.tls_ca_file.as_deref())),
     };
     let (sup, _task) = Supervised::start(code, shared, cfg.config.to_string(), cfg.restart.clone());
     (sup, metrics)
