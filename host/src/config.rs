@@ -547,7 +547,9 @@ impl Config {
             }
         }
         if let Some(path) = &a.tls_ca_file {
-            if let Err(why) = crate::plugin::tls::read_ca_file(path) {
+            // Built as the adapter will build it, so a file that loads but cannot serve as a
+            // root is refused here too.
+            if let Err(why) = crate::plugin::tls::connector(Some(path)) {
                 return Err(ConfigError::Invalid {
                     origin: origin.into(),
                     key: "adapter.tls_ca_file".into(),

@@ -1,11 +1,13 @@
 //! The Redis adapter over TLS: a `redis-server` of the test's own serving TLS only, with a
 //! certificate from a CA the test makes with `openssl`. Trusted through `adapter.tls_ca_file`,
-//! traffic flows; without it the handshake fails and the adapter never becomes ready.
+//! traffic flows; an unknown issuer or a certificate for another name fails the handshake,
+//! which the adapter's log says, and the adapter never becomes ready.
 
 mod broker;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use broker::{free_port, round_trip, until_ready, Broker, Kind};
@@ -38,8 +40,8 @@ const REDIS_TLS: Kind = Kind {
     },
 };
 
-/// A CA and a server certificate for 127.0.0.1 signed by it, in a fresh folder.
-fn certificates() -> PathBuf {
+/// A CA and a server certificate for `ip` signed by it, in a fresh folder.
+fn certificates(ip: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "switchyard-redis-tls-{}-{}",
         std::process::id(),
@@ -58,7 +60,7 @@ fn certificates() -> PathBuf {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    std::fs::write(dir.join("san.ext"), format!("subjectAltName=IP:{ip}\n")).unwrap();
     openssl(&[
         "req",
         "-x509",
@@ -141,7 +143,7 @@ fn start_adapter(port: u16, ca_file: Option<PathBuf>) -> (Supervised, mpsc::Rece
         }),
         ..AdapterConfig::default()
     };
-    let (tx, rx) = mpsc::channel(1024);
+    let (tx, rx) = mpsc::channel(4096);
     let (sup, _metrics) = Runtime::new(None)
         .unwrap()
         .start(&cfg, "node-1", tx)
@@ -149,9 +151,49 @@ fn start_adapter(port: u16, ca_file: Option<PathBuf>) -> (Supervised, mpsc::Rece
     (sup, rx)
 }
 
+/// Everything logged in this test binary (the adapters' logs reach `tracing`).
+fn captured_log() -> Arc<Mutex<Vec<u8>>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Waits until the log holds `needle`.
+async fn logged(needle: &str) {
+    let log = captured_log();
+    for _ in 0..300 {
+        if String::from_utf8_lossy(&log.lock().unwrap()).contains(needle) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never logged {needle:?}");
+}
+
 #[tokio::test]
 async fn messages_flow_over_tls_to_a_broker_with_a_private_ca() {
-    let certs = certificates();
+    captured_log();
+    let certs = certificates("127.0.0.1");
     let broker = start_tls_broker(&certs).await;
     let (sup, mut rx) = start_adapter(broker.port, Some(certs.join("ca.crt")));
     until_ready(&sup).await;
@@ -163,12 +205,67 @@ async fn messages_flow_over_tls_to_a_broker_with_a_private_ca() {
 
 #[tokio::test]
 async fn an_untrusted_broker_certificate_keeps_the_adapter_down() {
-    let certs = certificates();
+    captured_log();
+    let certs = certificates("127.0.0.1");
     let broker = start_tls_broker(&certs).await;
     // Only the built-in roots: the test CA is not among them.
     let (sup, _rx) = start_adapter(broker.port, None);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    logged("TLS handshake failed: invalid peer certificate: UnknownIssuer").await;
     assert!(!sup.is_ready().await, "ready without trusting the broker");
     sup.stop();
+    let _ = std::fs::remove_dir_all(certs);
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_keeps_the_adapter_down() {
+    captured_log();
+    // Issued by the trusted CA, but for 127.0.0.2 while the adapter connects to 127.0.0.1.
+    let certs = certificates("127.0.0.2");
+    let broker = start_tls_broker(&certs).await;
+    let (sup, _rx) = start_adapter(broker.port, Some(certs.join("ca.crt")));
+    logged("certificate not valid for name \"127.0.0.1\"").await;
+    assert!(
+        !sup.is_ready().await,
+        "ready with a certificate for another name"
+    );
+    sup.stop();
+    let _ = std::fs::remove_dir_all(certs);
+}
+
+/// What an adapter publishes just before it is stopped still reaches the broker: an
+/// encrypted connection writes only from its socket task, and closing it waits for what is
+/// queued (and ends the session) instead of cutting it.
+#[tokio::test]
+async fn publishes_just_before_a_stop_still_go_out() {
+    captured_log();
+    let certs = certificates("127.0.0.1");
+    let broker = start_tls_broker(&certs).await;
+    let (listener, mut rx) = start_adapter(broker.port, Some(certs.join("ca.crt")));
+    until_ready(&listener).await;
+    listener.subscribe("room");
+    round_trip(&listener, &mut rx, "room").await;
+    let (publisher, _) = start_adapter(broker.port, Some(certs.join("ca.crt")));
+    until_ready(&publisher).await;
+    for i in 0u32..2000 {
+        publisher.publish("room", bytes::Bytes::copy_from_slice(&i.to_be_bytes()));
+    }
+    publisher.stop();
+    let mut next = 0u32;
+    while next < 2000 {
+        let d = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "only {next} of 2000 arrived; log:\n{}",
+                    String::from_utf8_lossy(&captured_log().lock().unwrap())
+                )
+            })
+            .unwrap();
+        if d.payload.len() == 4 {
+            assert_eq!(&d.payload[..], &next.to_be_bytes()[..]);
+            next += 1;
+        }
+    }
+    listener.stop();
     let _ = std::fs::remove_dir_all(certs);
 }

@@ -448,7 +448,7 @@ impl<H: Io> Nats<H> {
                     // Retried with backoff all the same: the server's config may change.
                     self.log(
                         LogLevel::Error,
-                        "the NATS server requires TLS, which the host does not offer yet",
+                        "the NATS server requires TLS, which this adapter does not speak (NATS upgrades after INFO; the host encrypts from the first byte)",
                     );
                     self.lost("server requires TLS".into());
                 } else if let Err(e) = self.handshake() {

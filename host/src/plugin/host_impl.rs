@@ -74,7 +74,26 @@ struct Socket {
     task: AbortHandle,
 }
 
-/// The host-owned resources of one incarnation. Dropping it closes every socket and timer.
+/// How long a closed socket may take to write what was queued on it before it is cut.
+const LINGER: Duration = Duration::from_secs(2);
+
+impl Socket {
+    /// Closes the socket once what the adapter queued is written (a TLS session also says
+    /// goodbye), or after `LINGER`: the last publishes before a close or a shutdown still go out.
+    fn close(self, rt: &tokio::runtime::Handle) {
+        drop(self.out);
+        let task = self.task;
+        if !task.is_finished() {
+            rt.spawn(async move {
+                tokio::time::sleep(LINGER).await;
+                task.abort();
+            });
+        }
+    }
+}
+
+/// The host-owned resources of one incarnation. Dropping it closes every socket (see
+/// `Socket::close`) and timer.
 pub struct HostState {
     pub shared: Shared,
     /// This incarnation's job queue, where I/O results go.
@@ -86,8 +105,8 @@ pub struct HostState {
 
 impl Drop for HostState {
     fn drop(&mut self) {
-        for s in self.sockets.values() {
-            s.task.abort();
+        for (_, s) in self.sockets.drain() {
+            s.close(&self.shared.rt);
         }
         for t in self.timers.values() {
             t.abort();
@@ -242,13 +261,34 @@ async fn run_socket(
             }
             pending.fetch_sub(buf.len(), Ordering::Release);
         }
-        Ok::<_, std::io::Error>(())
+        // Closed by the adapter (which also made its last direct write): our side is done.
+        let stream: &tokio::net::TcpStream = (*wr).as_ref();
+        socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write)
     };
-    let reason = tokio::select! {
-        r = writer => match r { Ok(()) => "closed".to_string(), Err(e) => format!("write failed: {e}") },
-        r = read_loop(id, rd, &jobs) => match r { Ok(why) => why, Err(e) => format!("read failed: {e}") },
-    };
+    let reason = pump(writer, read_loop(id, rd, &jobs)).await;
     let _ = jobs.send(Job::Io(IoEvent::Closed(id, reason))).await;
+}
+
+/// Runs a connection's writer and reader; the reason it ended. When the adapter closes it, the
+/// writer sends what was queued and shuts our side, and reading goes on until the broker
+/// closes too: closing with its answers unread would reset the connection, and the broker
+/// would drop whatever it had not read yet (the last publishes). `Socket::close` bounds the
+/// wait.
+async fn pump(
+    writer: impl std::future::Future<Output = std::io::Result<()>>,
+    reader: impl std::future::Future<Output = std::io::Result<String>>,
+) -> String {
+    tokio::pin!(writer, reader);
+    tokio::select! {
+        w = &mut writer => match w {
+            Ok(()) => {
+                let _ = reader.await;
+                "closed".into()
+            }
+            Err(e) => format!("write failed: {e}"),
+        },
+        r = &mut reader => match r { Ok(why) => why, Err(e) => format!("read failed: {e}") },
+    }
 }
 
 /// Hands each read to the incarnation until the peer closes. Awaiting the queue is the
@@ -259,22 +299,33 @@ async fn read_loop(
     jobs: &mpsc::Sender<Job>,
 ) -> std::io::Result<String> {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut gone = false;
     loop {
         let n = rd.read(&mut buf).await?;
         if n == 0 {
-            return Ok("closed by peer".into());
+            return Ok(if gone {
+                "incarnation gone"
+            } else {
+                "closed by peer"
+            }
+            .into());
         }
-        if jobs
-            .send(Job::Io(IoEvent::Data(id, buf[..n].to_vec())))
-            .await
-            .is_err()
+        // Once the incarnation is gone nobody reads any more, but what it queued may still be
+        // being written: keep draining the broker's answers and let the writer finish (the
+        // socket's close bounds how long).
+        if !gone
+            && jobs
+                .send(Job::Io(IoEvent::Data(id, buf[..n].to_vec())))
+                .await
+                .is_err()
         {
-            return Ok("incarnation gone".into());
+            gone = true;
         }
     }
 }
 
-/// The TLS handshake, within the connect timeout; the error says which step failed.
+/// The TLS handshake, with a timeout of its own (as long as the connect's); the error says
+/// which step failed.
 async fn handshake(
     tls: &Tls,
     host: &str,
@@ -303,15 +354,19 @@ async fn pump_tls(
     let writer = async {
         while let Some(buf) = out.recv().await {
             wr.write_all(&buf).await?;
+            // Whatever else is queued goes in the same flush.
+            let mut written = buf.len();
+            while let Ok(more) = out.try_recv() {
+                wr.write_all(&more).await?;
+                written += more.len();
+            }
             wr.flush().await?;
-            pending.fetch_sub(buf.len(), Ordering::Release);
+            pending.fetch_sub(written, Ordering::Release);
         }
-        Ok::<_, std::io::Error>(())
+        // Closed by the adapter: end the session properly (close_notify, then our side).
+        wr.shutdown().await
     };
-    tokio::select! {
-        r = writer => match r { Ok(()) => "closed".to_string(), Err(e) => format!("write failed: {e}") },
-        r = read_loop(id, rd, jobs) => match r { Ok(why) => why, Err(e) => format!("read failed: {e}") },
-    }
+    pump(writer, read_loop(id, rd, jobs)).await
 }
 
 /// `send` and `deliver-batch`, on borrowed bytes: a component's calls reach them straight from
@@ -439,7 +494,7 @@ impl HostImports for StoreState {
 
     fn close(&mut self, conn: u32) {
         if let Some(s) = self.host.sockets.remove(&conn) {
-            s.task.abort();
+            s.close(&self.host.shared.rt);
         }
     }
 

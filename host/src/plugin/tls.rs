@@ -39,7 +39,7 @@ pub fn connector(ca_file: Option<&Path>) -> Tls {
 }
 
 /// The certificates of a PEM file; none at all is an error (a wrong file, most likely).
-pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("{}: {e}", path.display()))?
         .collect::<Result<Vec<_>, _>>()
