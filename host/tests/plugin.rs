@@ -267,6 +267,34 @@ async fn allow_list_and_socket_limit() {
     assert_eq!(r.metrics.restarts.load(Ordering::Relaxed), 0);
 }
 
+/// `connect(.., tls: true)`: a name that cannot be a TLS server name is refused at once; a
+/// peer that does not speak TLS ends in `on-closed` saying the handshake failed.
+#[tokio::test]
+async fn tls_connections_fail_with_a_reason() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut cfg = config("fixture");
+    cfg.allow = vec![format!("127.0.0.1:{port}"), "bad name:1".into()];
+    let mut r = start(cfg).await;
+    cmd(&r, "connect-tls:bad name:1");
+    counter_reaches(&r.metrics.adapter_errors, 1).await;
+    assert_eq!(r.metrics.refused_connects.load(Ordering::Relaxed), 0);
+
+    cmd(&r, &format!("connect-tls:127.0.0.1:{port}"));
+    let (mut peer, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    peer.write_all(b"-ERR this is not TLS\r\n").await.unwrap();
+    // The first socket id of a fresh instance is 1.
+    let closed = next(&mut r, "fixture/closed/1").await;
+    let why = String::from_utf8_lossy(&closed.payload).to_string();
+    assert!(why.starts_with("TLS handshake failed"), "{why}");
+    nothing_on(&mut r, "fixture/connected").await;
+    assert_eq!(r.metrics.restarts.load(Ordering::Relaxed), 0);
+}
+
 #[tokio::test]
 async fn timer_limit_obeyed_and_violated() {
     let mut r = start(config("fixture")).await;

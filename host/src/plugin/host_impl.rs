@@ -301,7 +301,12 @@ async fn read_loop(
     let mut buf = vec![0u8; 64 * 1024];
     let mut gone = false;
     loop {
-        let n = rd.read(&mut buf).await?;
+        let n = match rd.read(&mut buf).await {
+            Ok(n) => n,
+            // A TLS peer that closes without saying goodbye (close_notify): a close all the same.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             return Ok(if gone {
                 "incarnation gone"
@@ -457,6 +462,20 @@ impl HostImports for StoreState {
         let max = h.shared.limits.max_sockets;
         if h.sockets.len() >= max {
             return Err(HostError::Limit(format!("at most {max} open connections")));
+        }
+        // An IPv6 literal may come bracketed, as in the allow-list; resolving wants it bare.
+        let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(bare) => bare.to_owned(),
+            None => host,
+        };
+        // What is known now is said now, rather than after a TCP connect.
+        if tls {
+            if let Err(why) = h.shared.tls.as_ref() {
+                return Err(HostError::NotAllowed(format!(
+                    "TLS is not available: {why}"
+                )));
+            }
+            tls::server_name(&host).map_err(HostError::NotAllowed)?;
         }
         let id = h.next();
         let (out, out_rx) = mpsc::unbounded_channel();
