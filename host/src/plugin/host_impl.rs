@@ -22,6 +22,8 @@ use super::tls::{self, Tls};
 use super::AdapterMetrics;
 use crate::config::SandboxLimits;
 use switchyard_packed as packed;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 pub use crate::backplane::Delivery;
 
@@ -193,7 +195,7 @@ async fn run_socket(
     id: u32,
     host: String,
     port: u16,
-    tls: Option<Arc<Tls>>,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
     mut out: mpsc::UnboundedReceiver<Vec<u8>>,
     pending: Arc<AtomicUsize>,
     direct: Arc<std::sync::OnceLock<Arc<tokio::net::tcp::OwnedWriteHalf>>>,
@@ -226,10 +228,10 @@ async fn run_socket(
         }
     };
     let _ = stream.set_nodelay(true);
-    if let Some(tls) = tls {
+    if let Some((connector, name)) = tls {
         // Encrypted: no direct writes from the adapter's thread (the TLS session lives in
         // this task); everything goes through the writer below.
-        let reason = match handshake(&tls, &host, stream).await {
+        let reason = match handshake(connector, name, stream).await {
             Ok(stream) => {
                 if jobs.send(Job::Io(IoEvent::Connected(id))).await.is_err() {
                     return;
@@ -329,17 +331,12 @@ async fn read_loop(
     }
 }
 
-/// The TLS handshake, with a timeout of its own (as long as the connect's); the error says
-/// which step failed.
+/// The TLS handshake, with a timeout of its own (as long as the connect's).
 async fn handshake(
-    tls: &Tls,
-    host: &str,
+    connector: TlsConnector,
+    name: ServerName<'static>,
     stream: tokio::net::TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
-    let connector = tls
-        .as_ref()
-        .map_err(|e| format!("TLS is not available: {e}"))?;
-    let name = tls::server_name(host)?;
     match tokio::time::timeout(Duration::from_secs(10), connector.connect(name, stream)).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
@@ -469,14 +466,15 @@ impl HostImports for StoreState {
             None => host,
         };
         // What is known now is said now, rather than after a TCP connect.
-        if tls {
-            if let Err(why) = h.shared.tls.as_ref() {
-                return Err(HostError::NotAllowed(format!(
-                    "TLS is not available: {why}"
-                )));
-            }
-            tls::server_name(&host).map_err(HostError::NotAllowed)?;
-        }
+        let tls = if tls {
+            let connector = (*h.shared.tls)
+                .as_ref()
+                .map_err(|why| HostError::NotAllowed(format!("TLS is not available: {why}")))?;
+            let name = tls::server_name(&host).map_err(HostError::NotAllowed)?;
+            Some((connector.clone(), name))
+        } else {
+            None
+        };
         let id = h.next();
         let (out, out_rx) = mpsc::unbounded_channel();
         let pending = Arc::new(AtomicUsize::new(0));
@@ -488,7 +486,7 @@ impl HostImports for StoreState {
                 id,
                 host,
                 port,
-                tls.then(|| h.shared.tls.clone()),
+                tls,
                 out_rx,
                 pending.clone(),
                 direct.clone(),
