@@ -5,40 +5,16 @@
 
 mod broker;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use broker::{free_port, round_trip, until_ready, Broker, Kind};
+use broker::{free_port, round_trip, until_ready, Broker, REDIS_TLS};
 use switchyard::backplane::Backplane;
 use switchyard::config::AdapterConfig;
 use switchyard::plugin::{Delivery, Runtime, Supervised};
 use tokio::sync::mpsc;
-
-/// redis-server with its plain port off and TLS on the given one; the certificate files come
-/// as extra arguments.
-const REDIS_TLS: Kind = Kind {
-    bin: "redis-server",
-    args: |p| {
-        [
-            "--port",
-            "0",
-            "--tls-port",
-            &p.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--tls-auth-clients",
-            "no",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
-        .map(String::from)
-        .to_vec()
-    },
-};
 
 /// A CA and a server certificate for `ip` signed by it, in a fresh folder.
 fn certificates(ip: &str) -> PathBuf {
@@ -108,22 +84,48 @@ fn certificates(ip: &str) -> PathBuf {
     dir
 }
 
-async fn start_tls_broker(certs: &Path) -> Broker {
-    let file = |name: &str| certs.join(name).display().to_string();
-    let (cert, key, ca) = (file("server.crt"), file("server.key"), file("ca.crt"));
-    Broker::start_with(
-        &REDIS_TLS,
-        free_port(),
-        &[
-            "--tls-cert-file",
-            &cert,
-            "--tls-key-file",
-            &key,
-            "--tls-ca-cert-file",
-            &ca,
-        ],
-    )
-    .await
+/// A TLS-only broker with a certificate for `ip` from a test CA; its certificate folder goes
+/// with it.
+struct TlsBroker {
+    certs: PathBuf,
+    broker: Broker,
+}
+
+impl TlsBroker {
+    async fn start(ip: &str) -> Self {
+        captured_log();
+        let certs = certificates(ip);
+        let file = |name: &str| certs.join(name).display().to_string();
+        let (cert, key, ca) = (file("server.crt"), file("server.key"), file("ca.crt"));
+        let broker = Broker::start_with(
+            &REDIS_TLS,
+            free_port(),
+            &[
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca,
+            ],
+        )
+        .await;
+        Self { certs, broker }
+    }
+
+    /// An adapter connected to it, trusting the test CA or only the built-in roots.
+    fn adapter(&self, trust_ca: bool) -> (Supervised, mpsc::Receiver<Delivery>) {
+        start_adapter(
+            self.broker.port,
+            trust_ca.then(|| self.certs.join("ca.crt")),
+        )
+    }
+}
+
+impl Drop for TlsBroker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.certs);
+    }
 }
 
 fn start_adapter(port: u16, ca_file: Option<PathBuf>) -> (Supervised, mpsc::Receiver<Delivery>) {
@@ -192,44 +194,35 @@ async fn logged(needle: &str) {
 
 #[tokio::test]
 async fn messages_flow_over_tls_to_a_broker_with_a_private_ca() {
-    captured_log();
-    let certs = certificates("127.0.0.1");
-    let broker = start_tls_broker(&certs).await;
-    let (sup, mut rx) = start_adapter(broker.port, Some(certs.join("ca.crt")));
+    let broker = TlsBroker::start("127.0.0.1").await;
+    let (sup, mut rx) = broker.adapter(true);
     until_ready(&sup).await;
     sup.subscribe("room");
     round_trip(&sup, &mut rx, "room").await;
     sup.stop();
-    let _ = std::fs::remove_dir_all(certs);
 }
 
 #[tokio::test]
 async fn an_untrusted_broker_certificate_keeps_the_adapter_down() {
-    captured_log();
-    let certs = certificates("127.0.0.1");
-    let broker = start_tls_broker(&certs).await;
+    let broker = TlsBroker::start("127.0.0.1").await;
     // Only the built-in roots: the test CA is not among them.
-    let (sup, _rx) = start_adapter(broker.port, None);
+    let (sup, _rx) = broker.adapter(false);
     logged("TLS handshake failed: invalid peer certificate: UnknownIssuer").await;
     assert!(!sup.is_ready().await, "ready without trusting the broker");
     sup.stop();
-    let _ = std::fs::remove_dir_all(certs);
 }
 
 #[tokio::test]
 async fn a_certificate_for_another_name_keeps_the_adapter_down() {
-    captured_log();
     // Issued by the trusted CA, but for 127.0.0.2 while the adapter connects to 127.0.0.1.
-    let certs = certificates("127.0.0.2");
-    let broker = start_tls_broker(&certs).await;
-    let (sup, _rx) = start_adapter(broker.port, Some(certs.join("ca.crt")));
+    let broker = TlsBroker::start("127.0.0.2").await;
+    let (sup, _rx) = broker.adapter(true);
     logged("certificate not valid for name \"127.0.0.1\"").await;
     assert!(
         !sup.is_ready().await,
         "ready with a certificate for another name"
     );
     sup.stop();
-    let _ = std::fs::remove_dir_all(certs);
 }
 
 /// What an adapter publishes just before it is stopped still reaches the broker: an
@@ -237,14 +230,12 @@ async fn a_certificate_for_another_name_keeps_the_adapter_down() {
 /// queued (and ends the session) instead of cutting it.
 #[tokio::test]
 async fn publishes_just_before_a_stop_still_go_out() {
-    captured_log();
-    let certs = certificates("127.0.0.1");
-    let broker = start_tls_broker(&certs).await;
-    let (listener, mut rx) = start_adapter(broker.port, Some(certs.join("ca.crt")));
+    let broker = TlsBroker::start("127.0.0.1").await;
+    let (listener, mut rx) = broker.adapter(true);
     until_ready(&listener).await;
     listener.subscribe("room");
     round_trip(&listener, &mut rx, "room").await;
-    let (publisher, _) = start_adapter(broker.port, Some(certs.join("ca.crt")));
+    let (publisher, _) = broker.adapter(true);
     until_ready(&publisher).await;
     for i in 0u32..2000 {
         publisher.publish("room", bytes::Bytes::copy_from_slice(&i.to_be_bytes()));
@@ -267,5 +258,4 @@ async fn publishes_just_before_a_stop_still_go_out() {
         }
     }
     listener.stop();
-    let _ = std::fs::remove_dir_all(certs);
 }

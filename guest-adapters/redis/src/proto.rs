@@ -613,18 +613,17 @@ mod tests {
 
     #[test]
     fn strips_prefixes() {
-        let names: [&[u8]; 7] = [
+        // `same_bytes` itself is tested where it lives (switchyard-packed).
+        let names: [&[u8]; 6] = [
             b"",
-            b"a",
-            b"ab",
+            b"s",
+            b"sy:",
             b"sy:app",
-            b"sy:app:1",
-            b"0123456789abcdefX",
-            b"0123456789abcdefY",
+            b"sy:apps:1",
+            b"0123456789abcdef:x",
         ];
         for a in names {
             for b in names {
-                assert_eq!(same_bytes(a, b), a == b, "{a:?} {b:?}");
                 assert_eq!(strip_prefix(a, b), a.strip_prefix(b), "{a:?} {b:?}");
             }
         }

@@ -21,21 +21,30 @@ pub struct Kind {
 
 pub const REDIS: Kind = Kind {
     bin: "redis-server",
+    args: |p| redis_args(&["--port", &p.to_string()]),
+};
+
+/// redis-server with its plain port off and TLS on the given one (clients need no
+/// certificate); the certificate files come as extra arguments (`Broker::start_with`).
+pub const REDIS_TLS: Kind = Kind {
+    bin: "redis-server",
     args: |p| {
-        [
+        redis_args(&[
             "--port",
+            "0",
+            "--tls-port",
             &p.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
+            "--tls-auth-clients",
             "no",
-        ]
-        .map(String::from)
-        .to_vec()
+        ])
     },
 };
+
+/// A throwaway Redis on 127.0.0.1: nothing saved to disk.
+fn redis_args(listen: &[&str]) -> Vec<String> {
+    let fixed = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+    listen.iter().chain(&fixed).map(|a| a.to_string()).collect()
+}
 
 pub const NATS: Kind = Kind {
     bin: "nats-server",
