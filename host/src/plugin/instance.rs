@@ -184,16 +184,9 @@ fn run(
         // One batch of publishes, then one job if any waits: neither starves the other. The
         // thread sleeps only with the outbox empty; a publish into an empty outbox queues a
         // `Wake`.
-        let published = match outbox.take() {
-            Some(batch) => {
-                let outcome = publish(&mut *guest, metrics, &batch);
-                outbox.recycle(batch.packed);
-                if let Err(f) = outcome {
-                    return Exit::Failed(f);
-                }
-                true
-            }
-            None => false,
+        let published = match publish_next(&mut *guest, metrics, outbox) {
+            Ok(published) => published,
+            Err(f) => return Exit::Failed(f),
         };
         let next = if published {
             jobs.try_recv().ok()
@@ -207,11 +200,11 @@ fn run(
         };
         if let Job::Shutdown = job {
             // What was published before the shutdown still goes out.
-            while let Some(batch) = outbox.take() {
-                let outcome = publish(&mut *guest, metrics, &batch);
-                outbox.recycle(batch.packed);
-                if let Err(f) = outcome {
-                    return Exit::Failed(f);
+            loop {
+                match publish_next(&mut *guest, metrics, outbox) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(f) => return Exit::Failed(f),
                 }
             }
         }
@@ -221,6 +214,20 @@ fn run(
             Err(f) => return Exit::Failed(f),
         }
     }
+}
+
+/// Publishes the outbox's oldest batch, if any: whether there was one.
+fn publish_next(
+    guest: &mut dyn Guest,
+    metrics: &AdapterMetrics,
+    outbox: &Outbox,
+) -> Result<bool, Failure> {
+    let Some(batch) = outbox.take() else {
+        return Ok(false);
+    };
+    let outcome = publish(guest, metrics, &batch);
+    outbox.recycle(batch.packed);
+    outcome.map(|()| true)
 }
 
 /// Hands one batch to the guest: `publish` for a single message, `publish-batch` otherwise.
